@@ -1,0 +1,183 @@
+"""Exponential moving average (momentum) teacher: BYOL's target network, MoCo's key encoder, DINO.
+
+After every optimizer step: ``teacher <- tau * teacher + (1 - tau) * student`` for floating-point
+parameters, and buffers (BatchNorm running statistics) copied from the student. ``tau`` is a pure
+function of ``trainer.global_step`` (:func:`lightning_ssl.schedules.cosine_schedule`), so resuming
+continues the schedule exactly; the teacher weights live in the LightningModule's state_dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from lightning_ssl.schedules import cosine_schedule
+
+
+@torch.no_grad()
+def ema_update_(teacher: Sequence[Tensor], student: Sequence[Tensor], tau: float) -> None:
+    """In place, ``teacher[i] <- tau * teacher[i] + (1 - tau) * student[i]`` (one fused kernel).
+
+    Example:
+        >>> t, s = [torch.zeros(2)], [torch.ones(2)]
+        >>> ema_update_(t, s, tau=0.75)
+        >>> t[0].tolist()
+        [0.25, 0.25]
+    """
+    if teacher:
+        torch._foreach_lerp_(list(teacher), list(student), 1.0 - tau)
+
+
+def _copy_(targets: list[Tensor], sources: list[Tensor]) -> None:
+    if targets:
+        torch._foreach_copy_(targets, sources)
+
+
+def _split(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """By name: (floating-point parameters, the rest: integer parameters and all buffers)."""
+    params = dict(module.named_parameters())
+    averaged = {n: p for n, p in params.items() if p.is_floating_point()}
+    copied = {n: p for n, p in params.items() if n not in averaged} | dict(module.named_buffers())
+    return averaged, copied
+
+
+def _paired(teacher: dict[str, Tensor], student: dict[str, Tensor]) -> tuple[list[Tensor], ...]:
+    return [teacher[n] for n in student], list(student.values())
+
+
+def _check_pairing(kind: str, teacher: dict[str, Tensor], student: dict[str, Tensor]) -> None:
+    if teacher.keys() != student.keys():
+        raise ValueError(
+            f"EMA teacher and student {kind} differ: only in teacher "
+            f"{sorted(teacher.keys() - student.keys())}, "
+            f"only in student {sorted(student.keys() - teacher.keys())}"
+        )
+    t, s = teacher, student
+    bad = [n for n in s if (t[n].shape, t[n].dtype) != (s[n].shape, s[n].dtype)]
+    if bad:
+        raise ValueError(f"EMA teacher and student {kind} differ in shape or dtype: {bad}")
+    if any(t[n] is s[n] for n in s):
+        raise ValueError(f"EMA teacher and student share {kind}")
+
+
+class EMA(pl.Callback):
+    """Update ``teacher`` as an exponential moving average of ``student`` after each optimizer step.
+
+    Parameters and buffers are matched by name (validated at ``setup``). The teacher is set to an
+    exact copy of the student at ``setup("fit")`` of a fresh run (``global_step == 0``); when
+    resuming, Lightning loads the checkpointed teacher after ``setup`` and overwrites that copy.
+    Under gradient accumulation the update happens once per optimizer step, not once per batch.
+
+    Args:
+        student: Online network; may be a wrapper such as ``nn.Sequential(backbone, projector)``.
+        teacher: Momentum network with the same parameter names and shapes; must be a submodule
+            of the LightningModule so that it is saved in checkpoints.
+        base_tau: ``tau`` at the first step (BYOL: 0.996, MoCo: 0.999, DINO: 0.996).
+        final_tau: ``tau`` reached at the last step with the cosine schedule (BYOL, DINO: 1.0).
+        schedule: ``"cosine"`` (BYOL's ``1 - (1 - base)(cos(pi k / K) + 1) / 2`` with ``K`` the
+            trainer's total optimizer steps) or ``"constant"`` (MoCo: ``base_tau`` throughout).
+        name: Distinguishes several EMA callbacks: state key and logged metric ``train/<name>_tau``.
+
+    Example:
+        >>> def configure_callbacks(self):  # doctest: +SKIP
+        ...     student = nn.Sequential(self.backbone, self.projector)
+        ...     return [EMA(student, self.teacher, base_tau=0.996)]
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        base_tau: float = 0.996,
+        final_tau: float = 1.0,
+        schedule: Literal["cosine", "constant"] = "cosine",
+        name: str = "ema",
+    ) -> None:
+        if not (0.0 <= base_tau <= 1.0 and 0.0 <= final_tau <= 1.0):
+            raise ValueError(f"tau must lie in [0, 1], got base={base_tau}, final={final_tau}")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        if teacher is student:
+            raise ValueError("teacher and student must be different modules")
+        self.student, self.teacher = student, teacher
+        self.base_tau, self.final_tau = base_tau, final_tau
+        self.schedule, self.name = schedule, name
+        self._total_steps: int | float = 0
+        self._last_step = 0
+        self._tensors: tuple[list[Tensor], ...] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def tau(self, step: int) -> float:
+        """``tau`` applied after optimizer step ``step`` (0-based), of ``total_steps`` in all."""
+        if self.schedule == "constant":
+            return self.base_tau
+        return cosine_schedule(step, self._total_steps, self.base_tau, self.final_tau)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._validate(pl_module)
+        self.teacher.requires_grad_(False)
+        if trainer.global_step == 0:  # a resumed run loads the teacher from the checkpoint later
+            self._copy_student()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._tensors = self._match()  # after the strategy moved the model to its device
+        self._total_steps = trainer.estimated_stepping_batches
+        if self.schedule == "cosine" and self._total_steps == float("inf"):
+            raise ValueError("the cosine EMA schedule needs a finite max_steps or max_epochs")
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.global_step <= self._last_step:  # no optimizer step since the last update
+            return
+        tau = self.tau(trainer.global_step - 1)
+        self.update(tau)
+        self._last_step = trainer.global_step
+        pl_module.log(f"train/{self.name}_tau", tau, on_step=True, on_epoch=False)
+
+    @torch.no_grad()
+    def update(self, tau: float) -> None:
+        """One EMA step of the floating-point parameters; buffers and the rest are copied."""
+        if self._tensors is None:
+            self._tensors = self._match()
+        t_avg, s_avg, t_copy, s_copy = self._tensors
+        ema_update_(t_avg, s_avg, tau)
+        _copy_(t_copy, s_copy)
+
+    def _match(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Teacher and student tensors paired by name: averaged ones, then copied ones."""
+        (t_avg, t_copy), (s_avg, s_copy) = _split(self.teacher), _split(self.student)
+        return (*_paired(t_avg, s_avg), *_paired(t_copy, s_copy))
+
+    @torch.no_grad()
+    def _copy_student(self) -> None:
+        t_avg, s_avg, t_copy, s_copy = self._match()
+        _copy_(t_avg + t_copy, s_avg + s_copy)
+
+    def _validate(self, pl_module: pl.LightningModule) -> None:
+        t, s = self.teacher, self.student
+        _check_pairing("parameters", dict(t.named_parameters()), dict(s.named_parameters()))
+        _check_pairing("buffers", dict(t.named_buffers()), dict(s.named_buffers()))
+        owned = {id(x) for x in (*pl_module.parameters(), *pl_module.buffers())}
+        if not all(id(x) in owned for x in (*t.parameters(), *t.buffers())):
+            raise ValueError("the EMA teacher must be a submodule of the LightningModule")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_update_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict["last_update_step"]

@@ -1,0 +1,72 @@
+"""The ``lightning-ssl`` command: LightningCLI over every method and DataModule.
+
+Example:
+    ``lightning-ssl fit --config configs/simclr/cifar10.yaml --data.init_args.data_dir DIR``
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+
+from lightning_ssl.data import SSLDataModule
+from lightning_ssl.methods import SSLMethod
+
+#: Values the data knows, linked into the method so that no config types them twice.
+DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
+
+
+class LightningSSLCLI(LightningCLI):
+    """LightningCLI in subclass mode over :class:`SSLMethod` and :class:`SSLDataModule`."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        # W&B logs offline unless the user opts in (no network is the common cluster case).
+        os.environ.setdefault("WANDB_MODE", "offline")
+
+    def _set_run_defaults(self) -> None:
+        """Checkpoints under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds
+        them in a new process) and W&B group/tags from the method, dataset and backbone."""
+        trainer, model, data = self.trainer, self.model, self.datamodule
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                init = logger._wandb_init
+                init.setdefault("group", type(model).__name__.lower())
+                dataset = type(data).__name__.removesuffix("DataModule").lower()
+                init.setdefault("tags", [dataset, model.hparams.backbone])
+
+    def before_fit(self) -> None:
+        self._set_run_defaults()
+
+    def before_validate(self) -> None:
+        self._set_run_defaults()
+
+    def before_test(self) -> None:
+        self._set_run_defaults()
+
+
+def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
+    """Run the CLI on ``args`` (default: ``sys.argv``) and return it (for tests and notebooks)."""
+    return LightningSSLCLI(
+        SSLMethod,
+        SSLDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def main() -> None:
+    """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
+    run_cli()

@@ -1,0 +1,26 @@
+"""Self-supervised losses: pure functions of embeddings, correct across processes.
+
+Every loss runs in float32 whatever autocast is active and uses the global batch where the
+method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
+"""
+
+from lightning_ssl.losses.barlow_twins import barlow_twins_loss
+from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
+from lightning_ssl.losses.dino import dino_loss, update_dino_center
+from lightning_ssl.losses.similarity import negative_cosine_similarity
+from lightning_ssl.losses.swav import sinkhorn_knopp, swav_loss
+from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
+
+__all__ = [
+    "VICRegTerms",
+    "barlow_twins_loss",
+    "dino_loss",
+    "info_nce_loss",
+    "negative_cosine_similarity",
+    "nt_xent_loss",
+    "sinkhorn_knopp",
+    "swav_loss",
+    "update_dino_center",
+    "vicreg_loss",
+    "vicreg_terms",
+]

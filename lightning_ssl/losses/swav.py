@@ -1,0 +1,87 @@
+"""SwAV (Caron et al., 2020): Sinkhorn-Knopp codes and the swapped-prediction loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_ssl import distributed
+from lightning_ssl.losses._precision import float32
+
+
+@torch.no_grad()
+@float32
+def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """Soft codes by Sinkhorn-Knopp over the global batch (SwAV, Sec. 3.1 and Alg. 1).
+
+    Exactly SwAV's ``distributed_sinkhorn``: ``Q = exp(scores / epsilon)^T`` (``K x N``, ``N``
+    samples of all processes) is normalized to sum 1, then ``iterations`` times each prototype
+    row is scaled to total ``1/K`` (row sums over all processes) and each sample column to
+    ``1/N``. The columns, scaled by ``N``, are the codes. Computed without gradients.
+
+    Scores are shifted by their global maximum first (this cancels in the first normalization
+    and keeps ``exp`` finite for large ``scores / epsilon``).
+
+    Args:
+        scores: ``(B, K)`` similarities of this process's samples to ``K`` prototypes.
+        epsilon: entropy regularization (SwAV: 0.05).
+        iterations: Sinkhorn iterations (SwAV: 3).
+
+    Returns:
+        ``(B, K)`` codes; every row sums to 1, every prototype column sums to about ``B / K``.
+
+    Example:
+        >>> codes = sinkhorn_knopp(torch.randn(6, 3))
+        >>> torch.allclose(codes.sum(dim=1), torch.ones(6))
+        True
+    """
+    batch = scores.shape[0] * distributed.world_size()  # B in the official code
+    num_prototypes = scores.shape[1]
+    shift = distributed.gather_no_grad(scores.max().reshape(1)).max()
+    q = torch.exp((scores - shift) / epsilon).T  # (K, B)
+    q /= distributed.all_reduce_sum(q.sum())
+    for _ in range(iterations):
+        q /= distributed.all_reduce_sum(q.sum(dim=1, keepdim=True))  # prototypes: 1/K each
+        q /= num_prototypes
+        q /= q.sum(dim=0, keepdim=True)  # samples: 1/B each
+        q /= batch
+    return (q * batch).T
+
+
+@float32
+def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.1) -> Tensor:
+    """Swapped-prediction loss of SwAV (Caron et al., 2020, eq. 1-2; official ``main_swav.py``).
+
+    The code ``q_i`` of crop ``i`` (one of the global crops) is predicted from every other crop
+    ``v != i``; with ``p_v = softmax(scores_v / temperature)``::
+
+        L = 1/|codes| sum_i 1/(V - 1) sum_{v != i} mean_b [ -sum_k q_i[b, k] log p_v[b, k] ]
+
+    Args:
+        scores: ``V`` tensors ``(B, K)``, prototype scores of every crop; the crops with codes
+            come first (global crops, then local crops).
+        codes: ``C <= V`` tensors ``(B, K)``, e.g. from :func:`sinkhorn_knopp`; ``codes[i]``
+            belongs to ``scores[i]``. Treated as constants (detached).
+        temperature: softmax temperature of the predictions (SwAV: 0.1).
+
+    Returns:
+        Scalar loss, averaged over this process's samples.
+
+    Example:
+        >>> scores = [torch.randn(4, 10) for _ in range(4)]  # 2 global + 2 local crops
+        >>> codes = [sinkhorn_knopp(s) for s in scores[:2]]
+        >>> swav_loss(scores, codes).shape
+        torch.Size([])
+    """
+    if not 0 < len(codes) <= len(scores) or len(scores) < 2:
+        raise ValueError(f"need 2+ crops and 1 to {len(scores)} codes, got {len(codes)} codes")
+    loss = scores[0].new_zeros(())
+    for i, q in enumerate(codes):
+        q = q.detach()
+        subloss = scores[0].new_zeros(())
+        for v, s in enumerate(scores):
+            if v != i:
+                subloss -= (q * F.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
+        loss += subloss / (len(scores) - 1)
+    return loss / len(codes)

@@ -1,0 +1,175 @@
+"""The small base every method shares: backbone, optimizer and schedule, features for evaluation."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lightning_ssl.callbacks.guards import NonFiniteLossGuard
+from lightning_ssl.nn.backbones import Backbone
+from lightning_ssl.optim import (
+    OptimizerName,
+    ScalingRule,
+    build_optimizer,
+    parameter_groups,
+    scaled_lr,
+)
+from lightning_ssl.schedules import linear_warmup_cosine
+
+Batch = tuple[list[Tensor], Tensor]
+
+
+class SSLMethod(L.LightningModule):
+    """Base class of self-supervised methods (a ``LightningModule``).
+
+    A subclass builds its heads in ``__init__``, returns the callbacks it needs (EMA teacher,
+    queue) from ``configure_callbacks`` and writes ``training_step`` like the paper's pseudo-code,
+    returning :meth:`step_output`. The online probe and the kNN monitor read the ``features`` that
+    ``training_step`` and ``validation_step`` return.
+
+    Args:
+        backbone: encoder name: a torchvision ResNet (``resnet18``, ``resnet50``) or a timm model.
+        cifar_stem: 3x3 stem without max-pool for 32 px images.
+        backbone_kwargs: extra arguments of the encoder constructor.
+        optimizer: ``sgd``, ``lars`` or ``adamw``.
+        lr: base learning rate for a global batch of 256, scaled by ``lr_scaling``.
+        weight_decay: weight decay (not applied to biases and normalization weights).
+        momentum: SGD/LARS momentum.
+        lr_scaling: how ``lr`` grows with the global batch: ``linear``, ``sqrt`` or ``none``.
+        warmup_epochs: epochs of linear warm-up (may be fractional), then cosine decay.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        num_classes: classes of the dataset (linked from the DataModule by the CLI).
+        image_size: global crop size (linked from the DataModule).
+        num_global_crops: global crops per image (linked from the DataModule).
+        num_local_crops: local crops per image (linked from the DataModule).
+    """
+
+    #: Whether the method can use local (small) crops besides the global ones.
+    supports_local_crops: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        cifar_stem: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerName = "lars",
+        lr: float = 0.3,
+        weight_decay: float = 1e-6,
+        momentum: float = 0.9,
+        lr_scaling: ScalingRule = "linear",
+        warmup_epochs: float = 10.0,
+        min_lr_ratio: float = 0.0,
+        num_classes: int = 10,
+        image_size: int = 224,
+        num_global_crops: int = 2,
+        num_local_crops: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if num_local_crops and not self.supports_local_crops:
+            raise ValueError(
+                f"{type(self).__name__} does not use local crops but the data makes "
+                f"{num_local_crops}; set data num_local_crops: 0"
+            )
+        if num_global_crops < 2:
+            raise ValueError(f"{type(self).__name__} needs 2 global crops, got {num_global_crops}")
+        self.backbone = Backbone(backbone, cifar_stem, image_size, **(backbone_kwargs or {}))
+        self.num_classes = num_classes
+        self.effective_lr: float | None = None
+
+    # ----------------------------------------------------------------- helpers for methods
+    @staticmethod
+    def encode(module: nn.Module, views: list[Tensor]) -> list[Tensor]:
+        """Apply ``module`` to each view, batching consecutive views of equal shape together."""
+        outputs: list[Tensor] = []
+        start = 0
+        while start < len(views):
+            end = start + 1
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            outputs.extend(module(torch.cat(views[start:end])).chunk(end - start))
+            start = end
+        return outputs
+
+    def step_output(self, loss: Tensor, features: list[Tensor], **terms: Tensor) -> dict[str, Any]:
+        """Log ``train/loss`` and ``train/<term>``; return what callbacks read.
+
+        Args:
+            loss: the loss to minimise.
+            features: backbone features of the global crops (the online probe trains on them).
+            **terms: loss terms or diagnostics to log; tensors named ``queue_keys`` etc. that a
+                callback reads should be passed in the returned dict by the method instead.
+        """
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value)
+        return {"loss": loss, "features": torch.cat(features).detach()}
+
+    def extract_features(self, images: Tensor) -> Tensor:
+        """Features used for evaluation (probe, kNN); the student backbone unless overridden."""
+        return self.backbone(images)
+
+    def param_group_overrides(self) -> dict[str, dict[str, Any]]:
+        """Per-prefix optimizer options, e.g. ``{"predictor.": {"fixed_lr": True}}``."""
+        return {}
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def forward(self, images: Tensor) -> Tensor:
+        return self.extract_features(images)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"features": self.extract_features(batch[0])}
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"features": self.extract_features(batch[0])}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [NonFiniteLossGuard()]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(
+            1, self.trainer.num_training_batches // self.trainer.accumulate_grad_batches
+        )
+        warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
+        self.effective_lr = scaled_lr(hp.lr, self.global_batch_size(), hp.lr_scaling)
+        rank_zero_info(
+            f"{type(self).__name__}: lr {hp.lr} x ({hp.lr_scaling} rule, global batch "
+            f"{self.global_batch_size()}) = {self.effective_lr:.4g}; {warmup_steps} warm-up "
+            f"steps of {total_steps}"
+        )
+        if self.logger is not None:
+            self.logger.log_hyperparams(
+                {"effective_lr": self.effective_lr, "global_batch_size": self.global_batch_size()}
+            )
+        groups = parameter_groups(
+            self.named_parameters(), hp.weight_decay, self.param_group_overrides()
+        )
+        optimizer = build_optimizer(
+            hp.optimizer, groups, self.effective_lr, hp.weight_decay, momentum=hp.momentum
+        )
+
+        def factor(step: int, fixed: bool) -> float:
+            if fixed:
+                return 1.0
+            # step + 1: the first optimizer step already moves the weights during warm-up.
+            return linear_warmup_cosine(step + 1, warmup_steps, total_steps, end=hp.min_lr_ratio)
+
+        schedules = [functools.partial(factor, fixed=g.get("fixed_lr", False)) for g in groups]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all processes: devices x nodes x batch x accumulation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch = getattr(datamodule, "batch_size", None) or self.trainer.train_dataloader.batch_size
+        return int(batch * self.trainer.world_size * self.trainer.accumulate_grad_batches)

@@ -1,0 +1,7 @@
+"""Backbones, heads, queues and other building blocks."""
+
+from lightning_ssl.nn.backbones import Backbone
+from lightning_ssl.nn.heads import MLP
+from lightning_ssl.nn.queue import FeatureQueue
+
+__all__ = ["MLP", "Backbone", "FeatureQueue"]

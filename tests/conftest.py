@@ -1,0 +1,62 @@
+"""Shared fixtures: the real datasets of ``../shared/data``, extracted once to a cache folder.
+
+``LIGHTNING_SSL_DATA`` points at an extracted copy (``.ci/run`` sets it); otherwise the zips in
+``../shared/data`` are extracted to ``.cache/data`` in the repository (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIGHTNING_SSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _extract(name: str, root: Path) -> Path:
+    """Extract ``SHARED/name/*.zip`` into ``root/name`` (once) and copy loose files."""
+    target = root / name
+    marker = target / ".extracted"
+    if marker.exists():
+        return target
+    source = SHARED / name
+    if not source.exists():
+        pytest.skip(f"shared data {source} is not available")
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.suffix == ".zip":
+            with zipfile.ZipFile(item) as archive:
+                archive.extractall(target)
+        else:
+            shutil.copy(item, target / item.name)
+    marker.touch()
+    return target
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Folder holding ``cifar10-jpeg/``, ``fashion-mnist/`` and ``imagewoof2-160/`` extracted."""
+    env = os.environ.get("LIGHTNING_SSL_DATA")
+    root = Path(env) if env else REPO / ".cache" / "data"
+    for name in ("cifar10-jpeg", "fashion-mnist", "imagewoof2-160"):
+        _extract(name, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(data_root: Path) -> Path:
+    return data_root / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir(data_root: Path) -> Path:
+    return data_root / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def imagewoof_dir(data_root: Path) -> Path:
+    return data_root / "imagewoof2-160"

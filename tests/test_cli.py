@@ -1,0 +1,147 @@
+"""The command line: every shipped config runs, links data values, rejects bad keys, resumes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_ssl.cli import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+
+
+def _data_args(config: Path, data_root: Path) -> list[str]:
+    data = yaml.safe_load(config.read_text())["data"]["class_path"]
+    if data.endswith("ImageFolderDataModule"):
+        return [
+            f"--data.init_args.data_dir={data_root / 'imagewoof2-160'}",
+            "--data.init_args.image_size=64",
+            "--data.init_args.batch_size=4",
+        ] + (["--data.init_args.local_size=32"] if "num_local_crops" in config.read_text() else [])
+    if data.endswith("FashionMNISTDataModule"):
+        return [f"--data.init_args.data_dir={data_root / 'fashion-mnist'}"]
+    return [
+        f"--data.init_args.data_dir={data_root / 'cifar10-jpeg'}",
+        "--data.init_args.batch_size=8",
+    ]
+
+
+def _small_model_args(config: Path) -> list[str]:
+    """Shrink 65k/8k-wide heads so that a CPU step takes seconds; the code path is unchanged."""
+    text = config.read_text()
+    shrink = {
+        "out_dim": 256,
+        "proj_hidden_dim": 256,
+        "proj_dim": 64,
+        "pred_hidden_dim": 256,
+        "num_prototypes": 100,
+        "queue_size": 256,
+        "hidden_dim": 256,
+    }
+    return [f"--model.init_args.{k}={v}" for k, v in shrink.items() if f" {k}:" in text]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_config_runs_fast_dev_run(config, data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_cli(
+        [
+            "fit",
+            f"--config={config}",
+            "--trainer.fast_dev_run=2",
+            "--trainer.precision=32",
+            "--trainer.accelerator=cpu",
+            "--data.init_args.num_workers=0",
+            *_data_args(config, data_root),
+            *_small_model_args(config),
+        ]
+    )
+
+
+def test_data_values_are_linked_into_the_model(cifar10_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(
+        [
+            "fit",
+            f"--config={REPO / 'configs/simclr/cifar10.yaml'}",
+            "--trainer.fast_dev_run=1",
+            "--trainer.precision=32",
+            "--trainer.accelerator=cpu",
+            f"--data.init_args.data_dir={cifar10_dir}",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.num_local_crops=2",
+            "--data.init_args.local_size=16",
+        ]
+    )
+    hp = cli.model.hparams
+    assert (hp.num_classes, hp.image_size, hp.num_global_crops, hp.num_local_crops) == (
+        10,
+        32,
+        2,
+        2,
+    )
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ssl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_misspelt_key_and_wrong_type_fail_with_the_cli_message(tmp_path):
+    config = str(REPO / "configs/simclr/cifar10.yaml")
+    bad_key = _cli("fit", f"--config={config}", "--model.init_args.temperatur=0.2", cwd=tmp_path)
+    assert bad_key.returncode != 0 and "temperatur" in bad_key.stderr
+    bad_type = _cli("fit", f"--config={config}", "--model.init_args.temperature=hot", cwd=tmp_path)
+    assert bad_type.returncode != 0 and "temperature" in bad_type.stderr
+
+
+def test_print_config_is_complete(tmp_path):
+    out = _cli(
+        "fit", f"--config={REPO / 'configs/simclr/cifar10.yaml'}", "--print_config", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    printed = yaml.safe_load(out.stdout)
+    init = printed["model"]["init_args"]
+    assert init["temperature"] == 0.2 and init["optimizer"] == "lars" and "warmup_epochs" in init
+    assert printed["data"]["init_args"]["augmentation"] == "simclr"
+
+
+def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = [
+        f"--config={REPO / 'configs/simclr/cifar10.yaml'}",
+        "--trainer.precision=32",
+        "--trainer.accelerator=cpu",
+        f"--data.init_args.data_dir={cifar10_dir}",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.train_subset=64",
+        "--data.init_args.val_subset=32",
+        "--model.init_args.proj_hidden_dim=64",
+        "--trainer.logger=false",
+    ]
+    run_cli(["fit", *common, "--trainer.max_epochs=1"])
+    last = tmp_path / "runs/simclr-cifar10/checkpoints/last.ckpt"
+    assert last.exists()
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    cli = run_cli(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert cli.trainer.global_step == 8
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 8
+    assert any("OnlineLinearProbe" in key for key in ckpt["callbacks"])
+    cli = run_cli(["validate", *common, f"--ckpt_path={last}"])
+    assert 0.0 <= float(cli.trainer.callback_metrics["val/probe_top1"]) <= 1.0
+    cli = run_cli(["test", *common, f"--ckpt_path={last}"])
+    assert "test/probe_top1" in cli.trainer.callback_metrics

@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_ssl.optim import build_optimizer, parameter_groups, scaled_lr
+
+
+def _net():
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_bias_and_norm_weights_get_no_weight_decay():
+    net = _net()
+    groups = parameter_groups(net.named_parameters(), weight_decay=0.1)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(net[0].weight), id(net[3].weight)}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_frozen_parameters_are_skipped_and_overrides_make_groups():
+    net = _net()
+    net[0].requires_grad_(False)
+    groups = parameter_groups(net.named_parameters(), 0.1, {"3.": {"fixed_lr": True}})
+    names = {g["name"] for g in groups}
+    assert names == {"default/no_decay", "3.", "3./no_decay"}
+    assert all(g.get("fixed_lr") for g in groups if g["name"].startswith("3."))
+
+
+def test_lr_scaling_rules():
+    assert scaled_lr(0.3, 4096, "linear") == pytest.approx(4.8)
+    assert scaled_lr(0.075, 4096, "sqrt") == pytest.approx(0.075 * math.sqrt(16))
+    assert scaled_lr(0.3, 4096, "none") == 0.3
+    with pytest.raises(ValueError, match="scaling rule"):
+        scaled_lr(0.3, 256, "cubic")  # type: ignore[arg-type]
+
+
+def test_lars_does_not_adapt_groups_without_weight_decay():
+    torch.manual_seed(0)
+    net = _net()
+    groups = parameter_groups(net.named_parameters(), weight_decay=1e-6)
+    opt = build_optimizer("lars", groups, lr=0.1, weight_decay=1e-6, momentum=0.0)
+    bias_before = net[0].bias.detach().clone()
+    net(torch.randn(16, 4)).sum().backward()
+    grad = net[0].bias.grad.clone()
+    opt.step()
+    # No decay and no trust ratio on the bias: plain SGD step.
+    assert torch.allclose(net[0].bias, bias_before - 0.1 * grad)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars", "adamw"])
+def test_every_optimizer_steps(name):
+    net = _net()
+    opt = build_optimizer(name, parameter_groups(net.named_parameters(), 1e-4), 0.01, 1e-4)
+    before = net[0].weight.detach().clone()
+    net(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    assert not torch.equal(before, net[0].weight)
