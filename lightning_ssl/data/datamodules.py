@@ -473,6 +473,8 @@ class ImageFolderDataModule(SSLDataModule):
     ) -> None:
         super().__init__(data_dir, **kwargs)
         self.train_dir, self.val_dir, self._num_classes = train_dir, val_dir, num_classes
+        # The count read from the folders, as Lightning merges these hparams with the model's.
+        self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
 
     def _folder(self, name: str, what: str) -> Path:
         how = "expected an ImageFolder tree <data_dir>/<split>/<class>/<image>"

@@ -1,0 +1,90 @@
+"""BYOL (Grill et al., 2020): predict the EMA teacher's projection of another view."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_ssl.callbacks import EMA
+from lightning_ssl.losses import negative_cosine_similarity
+from lightning_ssl.methods.base import Batch, SSLMethod
+from lightning_ssl.nn import MLP
+from lightning_ssl.optim import OptimizerName
+
+
+class BYOL(SSLMethod):
+    """Bootstrap Your Own Latent: a new approach to self-supervised learning.
+
+    The online network predicts ``p = q(g(f(x)))``; the target network (an EMA of ``f`` and
+    ``g``, ``xi <- tau xi + (1 - tau) theta``) gives ``t = g'(f'(x'))`` of the other view; the
+    loss is symmetrized, ``D(p1, t2) + D(p2, t1)`` with ``D = -cos`` and ``t`` detached. The paper
+    writes each term as ``||p/|p| - t/|t|||^2 = 2 - 2 cos``: our loss is ``(L_paper - 4) / 2``,
+    the same gradients up to a factor 2 that the learning rate absorbs.
+
+    Multi-crop (not in the paper): the student sees every crop, the teacher only the global
+    ones; each teacher global crop is predicted by every other crop, those losses are averaged,
+    and the averages are summed over the teacher crops (so two views give exactly the loss
+    above). Each global view is its own forward pass (per-view BatchNorm statistics, as in the
+    official code); local crops are batched together.
+
+    Paper defaults (ImageNet, batch 4096, 1000 epochs): projector and predictor MLPs with hidden
+    4096 and BN, output 256; tau 0.996 -> 1 (cosine); LARS, lr 0.2 per 256, weight decay 1.5e-6,
+    10 warm-up epochs.
+
+    Args:
+        proj_hidden_dim: projector hidden width (4096).
+        proj_dim: projection and prediction size (256).
+        pred_hidden_dim: predictor hidden width (4096).
+        tau_base: initial target decay rate (0.996).
+        tau_final: final target decay rate, reached with a cosine schedule (1.0).
+        optimizer: LARS.
+        lr: base learning rate per 256 images (0.2).
+        weight_decay: 1.5e-6.
+        **kwargs: backbone, schedule and data arguments of :class:`SSLMethod`.
+    """
+
+    supports_local_crops: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        proj_hidden_dim: int = 4096,
+        proj_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        tau_base: float = 0.996,
+        tau_final: float = 1.0,
+        optimizer: OptimizerName = "lars",
+        lr: float = 0.2,
+        weight_decay: float = 1.5e-6,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
+        self.projector = MLP(self.backbone.dim, proj_hidden_dim, proj_dim)
+        self.predictor = MLP(proj_dim, pred_hidden_dim, proj_dim)
+        self.teacher = copy.deepcopy(nn.Sequential(self.backbone, self.projector))
+        self.teacher.requires_grad_(False)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        student = nn.Sequential(self.backbone, self.projector)
+        ema = EMA(student, self.teacher, self.hparams.tau_base, self.hparams.tau_final)
+        return [*super().configure_callbacks(), ema]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        views, _ = batch
+        n_global = self.hparams.num_global_crops
+        h = [self.backbone(x) for x in views[:n_global]] + self.encode(
+            self.backbone, views[n_global:]
+        )
+        p = [self.predictor(self.projector(h_v)) for h_v in h]
+        with torch.no_grad():
+            t = [self.teacher(x) for x in views[:n_global]]
+        loss = sum(
+            torch.stack(
+                [negative_cosine_similarity(p_i, t_j) for i, p_i in enumerate(p) if i != j]
+            ).mean()
+            for j, t_j in enumerate(t)
+        )
+        return self.step_output(loss, h[:n_global])

@@ -1,0 +1,110 @@
+"""MoCo v3 (Chen, Xie & He, 2021): symmetric InfoNCE of predictions against momentum keys."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_ssl.callbacks import EMA
+from lightning_ssl.losses import info_nce_loss
+from lightning_ssl.methods.base import Batch, SSLMethod
+from lightning_ssl.nn import MLP
+from lightning_ssl.optim import OptimizerName
+
+
+class MoCoV3(SSLMethod):
+    """An Empirical Study of Training Self-Supervised Vision Transformers (MoCo v3).
+
+    ``q = h(g(f(x)))`` (predictor on projector on backbone) and ``k = g_m(f_m(x))`` from the
+    momentum encoder, for both views; the loss is ``ctr(q1, k2) + ctr(q2, k1)`` with
+    ``ctr(q, k) = 2T * InfoNCE(q, k; T)`` whose negatives are the other keys of the global batch
+    (gathered from every process), no queue. Each view is its own forward pass, as in the
+    official code.
+
+    Paper defaults (ResNet-50, batch 4096): 3-layer projector and 2-layer predictor, hidden 4096,
+    output 256, BatchNorm after every layer (the last one without affine); T = 1.0; momentum
+    0.99 -> 1 (cosine); LARS, weight decay 1e-6, lr 0.6 per 256 for 100 epochs (0.3 for 300 and
+    1000 epochs, with wd 1.5e-6 and momentum 0.996 for 1000; official ``CONFIG.md``). The
+    official PyTorch ResNet code uses a 2-layer projector and no BN at the predictor's output
+    (``proj_num_layers=2, pred_last_batch_norm=False``). ViTs: T = 0.2, AdamW lr 1.5e-4 per 256,
+    weight decay 0.1, 40 warm-up epochs, and ``freeze_patch_embed=True``.
+
+    Args:
+        temperature: softmax temperature (ResNet: 1.0, ViT: 0.2).
+        proj_hidden_dim: hidden width of the projector (4096).
+        proj_dim: output size of the projector and the predictor (256).
+        proj_num_layers: linear layers of the projector (paper: 3).
+        pred_hidden_dim: hidden width of the 2-layer predictor (4096).
+        pred_last_batch_norm: BatchNorm (no affine) after the predictor's last layer (paper: yes).
+        tau_base: initial momentum of the key encoder (0.99).
+        tau_final: final momentum, reached with a cosine schedule (1.0).
+        freeze_patch_embed: keep a ViT's random patch embedding frozen (the paper's stability
+            trick, ``--stop-grad-conv1``); the backbone must have a ``patch_embed``.
+        optimizer: LARS (ResNet) or AdamW (ViT).
+        lr: base learning rate per 256 images.
+        weight_decay: 1e-6 (ResNet) or 0.1 (ViT).
+        **kwargs: backbone, schedule and data arguments of :class:`SSLMethod`.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        proj_hidden_dim: int = 4096,
+        proj_dim: int = 256,
+        proj_num_layers: int = 3,
+        pred_hidden_dim: int = 4096,
+        pred_last_batch_norm: bool = True,
+        tau_base: float = 0.99,
+        tau_final: float = 1.0,
+        freeze_patch_embed: bool = False,
+        optimizer: OptimizerName = "lars",
+        lr: float = 0.6,
+        weight_decay: float = 1e-6,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
+        if freeze_patch_embed:
+            patch_embed = getattr(self.backbone.model, "patch_embed", None)
+            if patch_embed is None:
+                raise ValueError(
+                    f"freeze_patch_embed needs a ViT backbone with a patch_embed, "
+                    f"{self.backbone.name!r} has none"
+                )
+            patch_embed.requires_grad_(False)
+        self.projector = MLP(
+            self.backbone.dim,
+            proj_hidden_dim,
+            proj_dim,
+            proj_num_layers,
+            last_batch_norm=True,
+            last_affine=False,
+        )
+        self.predictor = MLP(
+            proj_dim,
+            pred_hidden_dim,
+            proj_dim,
+            2,
+            last_batch_norm=pred_last_batch_norm,
+            last_affine=False,
+        )
+        self.teacher = copy.deepcopy(nn.Sequential(self.backbone, self.projector))
+        self.teacher.requires_grad_(False)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        student = nn.Sequential(self.backbone, self.projector)
+        ema = EMA(student, self.teacher, self.hparams.tau_base, self.hparams.tau_final)
+        return [*super().configure_callbacks(), ema]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        (x1, x2, *_), _ = batch
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        q1, q2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
+        with torch.no_grad():
+            k1, k2 = self.teacher(x1), self.teacher(x2)
+        T = self.hparams.temperature
+        loss = 2 * T * (info_nce_loss(q1, k2, T) + info_nce_loss(q2, k1, T))
+        return self.step_output(loss, [h1, h2])
