@@ -63,3 +63,18 @@ def run_distributed(fn: Callable[..., Any], world_size: int = 2, *args: Any) -> 
                 raise RuntimeError(f"rank {r} failed:\n{payload['error']}")
             results.append(payload["result"])
         return results
+
+
+def lightning_env(rank: int, world_size: int) -> None:
+    """Environment of a process started by an external launcher (torchrun-like) for Lightning.
+
+    Call inside a :func:`run_distributed` worker before building a ``Trainer(strategy="ddp",
+    devices=world_size)``: Lightning then joins the existing gloo process group.
+    """
+    os.environ.update(
+        LOCAL_RANK=str(rank),
+        RANK=str(rank),
+        NODE_RANK="0",
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )

@@ -130,7 +130,6 @@ def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path,
         "--data.init_args.train_subset=64",
         "--data.init_args.val_subset=32",
         "--model.init_args.proj_hidden_dim=64",
-        "--trainer.logger=false",
     ]
     run_cli(["fit", *common, "--trainer.max_epochs=1"])
     last = tmp_path / "runs/simclr-cifar10/checkpoints/last.ckpt"
@@ -145,3 +144,9 @@ def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path,
     assert 0.0 <= float(cli.trainer.callback_metrics["val/probe_top1"]) <= 1.0
     cli = run_cli(["test", *common, f"--ckpt_path={last}"])
     assert "test/probe_top1" in cli.trainer.callback_metrics
+    # Logged to CSV (with the saved config) and to an offline W&B run grouped by method.
+    metrics = sorted((tmp_path / "runs/simclr-cifar10/csv").glob("version_*/metrics.csv"))
+    assert metrics and "val/knn_top1" in metrics[0].read_text().splitlines()[0]
+    assert (metrics[0].parent / "config.yaml").exists()
+    runs = list((tmp_path / "runs/simclr-cifar10/wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run was written"

@@ -6,7 +6,7 @@ method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
 
 from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
-from lightning_ssl.losses.dino import dino_loss, update_dino_center
+from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
 from lightning_ssl.losses.similarity import negative_cosine_similarity
 from lightning_ssl.losses.swav import sinkhorn_knopp, swav_loss
 from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
@@ -15,6 +15,7 @@ __all__ = [
     "VICRegTerms",
     "barlow_twins_loss",
     "dino_loss",
+    "dino_teacher_entropy",
     "info_nce_loss",
     "negative_cosine_similarity",
     "nt_xent_loss",

@@ -76,3 +76,21 @@ def update_dino_center(center: Tensor, teacher_out: list[Tensor], momentum: floa
     total = t.shape[0] * distributed.world_size()  # crops x samples of all processes
     batch_center = distributed.all_reduce_sum(t.sum(dim=0)) / total
     return center * momentum + batch_center * (1 - momentum)
+
+
+@torch.no_grad()
+@float32
+def dino_teacher_entropy(teacher_out: list[Tensor], center: Tensor, teacher_temp: float) -> Tensor:
+    """Mean entropy of the centered, sharpened teacher distributions (DINO, Fig. 7).
+
+    ``dino_loss = entropy + KL(P_t || P_s)`` averaged over pairs, so ``loss - entropy`` is the KL
+    term that training drives down; the entropy itself shows collapse (0: one-hot, ``log K``:
+    uniform). With the loss's ``center`` and ``teacher_temp``.
+
+    Example:
+        >>> t = [torch.zeros(2, 4)]
+        >>> round(float(dino_teacher_entropy(t, torch.zeros(1, 4), 0.04)), 4)  # uniform: log 4
+        1.3863
+    """
+    q = F.softmax((torch.cat(list(teacher_out)) - center) / teacher_temp, dim=-1)
+    return -(q * q.clamp_min(1e-12).log()).sum(dim=-1).mean()

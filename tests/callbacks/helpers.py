@@ -59,11 +59,18 @@ class _Views(torch.utils.data.Dataset):
 
 
 class ClusterData(L.LightningDataModule):
-    def __init__(self, dim: int = 16, num_classes: int = 4, n: int = 400, batch_size: int = 32):
+    def __init__(
+        self,
+        dim: int = 16,
+        num_classes: int = 4,
+        n: int = 400,
+        batch_size: int = 32,
+        noise: float = 0.5,
+    ):
         super().__init__()
         self.num_classes, self.batch_size = num_classes, batch_size
-        self.train = clusters(n, dim, num_classes, seed=0)
-        self.val = clusters(n // 2, dim, num_classes, seed=1)
+        self.train = clusters(n, dim, num_classes, seed=0, noise=noise)
+        self.val = clusters(n // 2, dim, num_classes, seed=1, noise=noise)
 
     def train_dataloader(self):
         return DataLoader(
