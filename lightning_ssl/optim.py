@@ -28,6 +28,7 @@ def parameter_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]],
     weight_decay: float,
     overrides: dict[str, dict[str, Any]] | None = None,
+    no_decay_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into groups; biases and normalization weights get no decay.
 
@@ -41,6 +42,8 @@ def parameter_groups(
         overrides: ``{name_prefix: {option: value}}`` options for parameters whose name starts with
             a prefix, e.g. ``{"predictor.": {"fixed_lr": True}}`` (SimSiam). Each prefix gets its
             own groups.
+        no_decay_options: options of every no-decay group, e.g. ``{"lr_scale": 0.024}``
+            (Barlow Twins' bias learning rate).
 
     Returns:
         Groups with keys ``params``, ``weight_decay``, ``name`` and any override options.
@@ -59,6 +62,7 @@ def parameter_groups(
                 "weight_decay": 0.0 if no_decay else weight_decay,
                 "name": f"{prefix or 'default'}{'/no_decay' if no_decay else ''}",
                 **overrides.get(prefix, {}),
+                **((no_decay_options or {}) if no_decay else {}),
             }
         groups[key]["params"].append(param)
     return list(groups.values())

@@ -60,15 +60,7 @@ class BarlowTwins(SSLMethod):
         loss = self.hparams.scale_loss * barlow_twins_loss(z_a, z_b, self.hparams.lambda_offdiag)
         return self.step_output(loss, [h_a, h_b])
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """The base optimizer and schedule; no-decay groups scaled to ``lr_biases``."""
-        config = super().configure_optimizers()
-        if self.hparams.lr_biases is not None:
-            ratio = self.hparams.lr_biases / self.hparams.lr
-            scheduler = config["lr_scheduler"]["scheduler"]
-            for i, group in enumerate(config["optimizer"].param_groups):
-                if group["name"].endswith("no_decay"):
-                    group["lr"] *= ratio
-                    group["initial_lr"] *= ratio
-                    scheduler.base_lrs[i] *= ratio
-        return config
+    def no_decay_group_options(self) -> dict[str, Any]:
+        """Biases and BN weights learn at ``lr_biases`` (official: 0.0048 vs 0.2 for weights)."""
+        hp = self.hparams
+        return {} if hp.lr_biases is None else {"lr_scale": hp.lr_biases / hp.lr}

@@ -115,7 +115,15 @@ class SSLMethod(L.LightningModule):
         return self.backbone(images)
 
     def param_group_overrides(self) -> dict[str, dict[str, Any]]:
-        """Per-prefix optimizer options, e.g. ``{"predictor.": {"fixed_lr": True}}``."""
+        """Per-prefix optimizer options, e.g. ``{"predictor.": {"fixed_lr": True}}``.
+
+        Options: any optimizer group key, ``fixed_lr`` (no warm-up or decay) and ``lr_scale``
+        (peak LR relative to the scaled ``lr``).
+        """
+        return {}
+
+    def no_decay_group_options(self) -> dict[str, Any]:
+        """Options of the groups without weight decay (biases, norms), e.g. ``{"lr_scale": x}``."""
         return {}
 
     # ----------------------------------------------------------------- Lightning hooks
@@ -149,8 +157,13 @@ class SSLMethod(L.LightningModule):
                 {"effective_lr": self.effective_lr, "global_batch_size": self.global_batch_size()}
             )
         groups = parameter_groups(
-            self.named_parameters(), hp.weight_decay, self.param_group_overrides()
+            self.named_parameters(),
+            hp.weight_decay,
+            self.param_group_overrides(),
+            self.no_decay_group_options(),
         )
+        for group in groups:  # a group's "lr_scale" sets its peak LR relative to the others
+            group["lr"] = self.effective_lr * group.get("lr_scale", 1.0)
         optimizer = build_optimizer(
             hp.optimizer, groups, self.effective_lr, hp.weight_decay, momentum=hp.momentum
         )

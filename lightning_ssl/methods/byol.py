@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import lightning as L
@@ -13,6 +12,7 @@ from lightning_ssl.callbacks import EMA
 from lightning_ssl.losses import negative_cosine_similarity
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP
+from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName
 
 
@@ -64,8 +64,7 @@ class BYOL(SSLMethod):
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
         self.projector = MLP(self.backbone.dim, proj_hidden_dim, proj_dim)
         self.predictor = MLP(proj_dim, pred_hidden_dim, proj_dim)
-        self.teacher = copy.deepcopy(nn.Sequential(self.backbone, self.projector))
-        self.teacher.requires_grad_(False)
+        self.teacher = frozen_copy(nn.Sequential(self.backbone, self.projector))
 
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.Sequential(self.backbone, self.projector)

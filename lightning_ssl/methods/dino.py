@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import lightning as L
@@ -14,6 +13,7 @@ from lightning_ssl.callbacks import EMA
 from lightning_ssl.losses import dino_loss, dino_teacher_entropy, update_dino_center
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn.dino_head import DINOHead
+from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName
 from lightning_ssl.schedules import cosine_schedule, linear_warmup_constant
 
@@ -88,8 +88,7 @@ class DINO(SSLMethod):
         super().__init__(warmup_epochs=warmup_epochs, min_lr_ratio=min_lr_ratio, **kwargs)
         head = (out_dim, use_bn_in_head, norm_last_layer, 3, hidden_dim, bottleneck_dim)
         self.head = DINOHead(self.backbone.dim, *head)
-        self.teacher = copy.deepcopy(nn.ModuleDict({"backbone": self.backbone, "head": self.head}))
-        self.teacher.requires_grad_(False)
+        self.teacher = frozen_copy(nn.ModuleDict({"backbone": self.backbone, "head": self.head}))
         for module in self.teacher.modules():  # the official teacher has no stochastic depth
             if isinstance(module, DropPath):
                 module.drop_prob = 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
@@ -15,6 +14,7 @@ from lightning_ssl.callbacks import EMA, QueueUpdater
 from lightning_ssl.losses import info_nce_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP, FeatureQueue
+from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName
 
 
@@ -80,8 +80,7 @@ class MoCo(SSLMethod):
         self.projector = MLP(
             self.backbone.dim, proj_hidden_dim, proj_dim, num_layers, batch_norm=False
         )
-        self.teacher = copy.deepcopy(nn.Sequential(self.backbone, self.projector))
-        self.teacher.requires_grad_(False)
+        self.teacher = frozen_copy(nn.Sequential(self.backbone, self.projector))
         self.queue = FeatureQueue(queue_size, proj_dim, random_init=True)
 
     def configure_callbacks(self) -> list[L.Callback]:

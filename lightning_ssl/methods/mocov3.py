@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ from lightning_ssl.callbacks import EMA
 from lightning_ssl.losses import info_nce_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP
+from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName
 
 
@@ -91,8 +91,7 @@ class MoCoV3(SSLMethod):
             last_batch_norm=pred_last_batch_norm,
             last_affine=False,
         )
-        self.teacher = copy.deepcopy(nn.Sequential(self.backbone, self.projector))
-        self.teacher.requires_grad_(False)
+        self.teacher = frozen_copy(nn.Sequential(self.backbone, self.projector))
 
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.Sequential(self.backbone, self.projector)

@@ -17,15 +17,6 @@ SMALL = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores torch's thread pool is ~10x slower than 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_barlow_twins_paper_defaults():
     defaults = {k: p.default for k, p in inspect.signature(BarlowTwins).parameters.items()}
     assert (defaults["proj_hidden_dim"], defaults["proj_dim"]) == (8192, 8192)

@@ -15,15 +15,6 @@ VIT = dict(backbone="vit_tiny_patch16_224", backbone_kwargs={"depth": 2, "drop_p
 RESNET = dict(backbone="resnet18", cifar_stem=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores torch's thread pool is ~10x slower than 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vit_dino(data: SyntheticViews, **kwargs) -> DINO:
     return DINO(**{**VIT, **HEAD, **data.link(), **kwargs})
 

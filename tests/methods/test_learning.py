@@ -10,7 +10,6 @@ import math
 
 import lightning as L
 import pytest
-import torch
 
 from lightning_ssl import methods
 from lightning_ssl.data import CIFAR10DataModule
@@ -60,14 +59,6 @@ class LossRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(trainer.callback_metrics[self.metric]))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", sorted(NARROW))

@@ -1,4 +1,3 @@
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,15 +10,6 @@ SMALL = dict(
     backbone="test_resnet", proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=64,
     lr=0.3, warmup_epochs=0,
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_nnclr_paper_defaults():

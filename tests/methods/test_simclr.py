@@ -1,7 +1,8 @@
+import lightning as L
 import pytest
 import torch
 
-from lightning_ssl.callbacks import NonFiniteLossGuard, OnlineLinearProbe
+from lightning_ssl.callbacks import KNNMonitor, NonFiniteLossGuard, OnlineLinearProbe
 from lightning_ssl.methods import SimCLR
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
@@ -41,3 +42,42 @@ def test_method_without_local_crops_support_refuses_them():
 
     with pytest.raises(ValueError, match="does not use local crops"):
         TwoViewOnly(**SMALL, num_local_crops=4)
+
+
+def test_lr_is_scaled_from_the_global_batch_and_follows_warmup_cosine_per_step():
+    data = SyntheticViews(batch_size=8, n=64)
+    model = SimCLR(**SMALL, **data.link(), lr=0.3, lr_scaling="linear", warmup_epochs=1)
+    lrs = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = quick_trainer(
+        max_epochs=2, max_steps=-1, accumulate_grad_batches=2, callbacks=[Record()]
+    )
+    trainer.fit(model, data)
+    # global batch = 1 device x 8 images x 2 accumulated batches = 16
+    assert model.global_batch_size() == 16
+    assert model.effective_lr == pytest.approx(0.3 * 16 / 256)
+    # 4 optimizer steps per epoch, 8 in all: warm-up over the first 4, then cosine to 0.
+    per_step = lrs[::2]  # the LR changes once per optimizer step (every 2 batches)
+    expected = [model.effective_lr * f for f in (1 / 4, 2 / 4, 3 / 4, 1.0)]
+    assert per_step[:4] == pytest.approx(expected)
+    assert per_step[4:] == sorted(per_step[4:], reverse=True) and per_step[-1] < per_step[3]
+
+
+def test_bf16_mixed_precision_with_probe_and_knn():
+    data = SyntheticViews(num_local_crops=2)
+    small = {**SMALL, "backbone": "timm:test_resnet", "cifar_stem": False}
+    model = SimCLR(**small, **data.link(), temperature=0.07)
+    probe, knn = OnlineLinearProbe(), KNNMonitor(k=5)
+    trainer = quick_trainer(
+        max_epochs=1, max_steps=-1, precision="bf16-mixed", callbacks=[probe, knn]
+    )
+    trainer.fit(model, data)
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and metrics["train/loss"].dtype == torch.float32
+    assert probe.head.weight.dtype == torch.float32 and torch.isfinite(probe.head.weight).all()
+    assert 0.0 <= float(metrics["val/probe_top1"]) <= 1.0
+    assert 0.0 <= float(metrics["val/knn_top1"]) <= 1.0

@@ -10,15 +10,6 @@ from tests.methods.helpers import SyntheticViews, quick_trainer
 SMALL = dict(backbone="test_resnet", proj_hidden_dim=32, proj_dim=32, pred_hidden_dim=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def layout(mlp: nn.Module) -> list:
     """(in, out, bias) of each linear layer and the affine flag of each BatchNorm."""
     return [

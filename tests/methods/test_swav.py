@@ -1,6 +1,5 @@
 import inspect
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -11,15 +10,6 @@ from tests.methods.helpers import SyntheticViews, quick_trainer
 
 HEAD = dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=10)
 VIT = dict(backbone="vit_tiny_patch16_224", backbone_kwargs={"depth": 1})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores torch's thread pool is ~10x slower than 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def vit_swav(data: SyntheticViews, **kwargs) -> SwAV:

@@ -1,0 +1,20 @@
+"""Momentum-teacher construction shared by BYOL, MoCo, MoCo v3 and DINO."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters take no gradient (an EMA teacher's start).
+
+    Example:
+        >>> teacher = frozen_copy(nn.Linear(2, 2))
+        >>> any(p.requires_grad for p in teacher.parameters())
+        False
+    """
+    teacher = copy.deepcopy(module)
+    teacher.requires_grad_(False)
+    return teacher
