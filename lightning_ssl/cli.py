@@ -7,13 +7,18 @@ Example:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_ssl.checkpoint_io import AtomicCheckpointIO
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.methods import SSLMethod
+from lightning_ssl.methods.base import check_checkpoint_method
 
 #: Values the data knows, linked into the method so that no config types them twice.
 DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
@@ -26,14 +31,27 @@ class LightningSSLCLI(LightningCLI):
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI swaps in the checkpoint's own class: a checkpoint of another
+        # method must fail with both names, not silently run the other method.
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            check_checkpoint_method(checkpoint, config.model.class_path.rsplit(".", 1)[-1])
+
     def before_instantiate_classes(self) -> None:
         # W&B logs offline unless the user opts in (no network is the common cluster case).
         os.environ.setdefault("WANDB_MODE", "offline")
 
     def _set_run_defaults(self) -> None:
         """Checkpoints under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds
-        them in a new process) and W&B group/tags from the method, dataset and backbone."""
+        them in a new process), written atomically unless the user chose a CheckpointIO, and
+        W&B group/tags from the method, dataset and backbone."""
         trainer, model, data = self.trainer, self.model, self.datamodule
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")

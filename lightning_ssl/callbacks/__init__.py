@@ -1,5 +1,6 @@
-"""Lightning callbacks: momentum teachers, queues, online probe, kNN monitor, guards."""
+"""Lightning callbacks: teachers, queues, online probe, kNN, guards, collapse monitor."""
 
+from lightning_ssl.callbacks.collapse import CollapseMonitor, embedding_std
 from lightning_ssl.callbacks.ema import EMA
 from lightning_ssl.callbacks.guards import NonFiniteLossError, NonFiniteLossGuard
 from lightning_ssl.callbacks.knn import KNNMonitor
@@ -8,9 +9,11 @@ from lightning_ssl.callbacks.queue import QueueUpdater
 
 __all__ = [
     "EMA",
+    "CollapseMonitor",
     "KNNMonitor",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "OnlineLinearProbe",
     "QueueUpdater",
+    "embedding_std",
 ]

@@ -58,7 +58,7 @@ class BarlowTwins(SSLMethod):
         h_a, h_b = self.backbone(y_a), self.backbone(y_b)
         z_a, z_b = self.projector(h_a), self.projector(h_b)
         loss = self.hparams.scale_loss * barlow_twins_loss(z_a, z_b, self.hparams.lambda_offdiag)
-        return self.step_output(loss, [h_a, h_b])
+        return self.step_output(loss, [h_a, h_b], embeddings=[z_a, z_b])
 
     def no_decay_group_options(self) -> dict[str, Any]:
         """Biases and BN weights learn at ``lr_biases`` (official: 0.0048 vs 0.2 for weights)."""

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.optim import (
@@ -96,19 +97,31 @@ class SSLMethod(L.LightningModule):
             start = end
         return outputs
 
-    def step_output(self, loss: Tensor, features: list[Tensor], **terms: Tensor) -> dict[str, Any]:
+    def step_output(
+        self,
+        loss: Tensor,
+        features: list[Tensor],
+        embeddings: Tensor | list[Tensor] | None = None,
+        **terms: Tensor,
+    ) -> dict[str, Any]:
         """Log ``train/loss`` and ``train/<term>``; return what callbacks read.
 
         Args:
             loss: the loss to minimise.
             features: backbone features of the global crops (the online probe trains on them).
+            embeddings: the projection the method contrasts or predicts, one (B, D) tensor per
+                global crop; the :class:`CollapseMonitor` logs ``train/z_std`` from them.
             **terms: loss terms or diagnostics to log; tensors named ``queue_keys`` etc. that a
                 callback reads should be passed in the returned dict by the method instead.
         """
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/{name}", value)
-        return {"loss": loss, "features": torch.cat(features).detach()}
+        out = {"loss": loss, "features": torch.cat(features).detach()}
+        if embeddings is not None:
+            views = [embeddings] if isinstance(embeddings, Tensor) else embeddings
+            out["embeddings"] = [z.detach() for z in views]
+        return out
 
     def extract_features(self, images: Tensor) -> Tensor:
         """Features used for evaluation (probe, kNN); the student backbone unless overridden."""
@@ -137,7 +150,14 @@ class SSLMethod(L.LightningModule):
         return {"features": self.extract_features(batch[0])}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [NonFiniteLossGuard()]
+        return [NonFiniteLossGuard(), CollapseMonitor()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightning_ssl_method"] = type(self).__name__
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another method with a clear message (not a key mismatch)."""
+        check_checkpoint_method(checkpoint, type(self).__name__)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -186,3 +206,22 @@ class SSLMethod(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         batch = getattr(datamodule, "batch_size", None) or self.trainer.train_dataloader.batch_size
         return int(batch * self.trainer.world_size * self.trainer.accumulate_grad_batches)
+
+
+def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
+    """The method class name that wrote ``checkpoint``: saved by :class:`SSLMethod`, else read
+    from the ``_class_path`` LightningCLI stores in the hyperparameters; ``None`` if unknown."""
+    if name := checkpoint.get("lightning_ssl_method"):
+        return name
+    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    return class_path.rsplit(".", 1)[-1] if class_path else None
+
+
+def check_checkpoint_method(checkpoint: dict[str, Any], expected: str) -> None:
+    """Raise ``ValueError`` naming both methods when ``checkpoint`` was written by another one."""
+    written_by = checkpoint_method(checkpoint)
+    if written_by is not None and written_by != expected:
+        raise ValueError(
+            f"checkpoint was written by {written_by}, not {expected}: load it with "
+            f"--model {written_by} (or {written_by}.load_from_checkpoint)"
+        )

@@ -77,7 +77,8 @@ class BYOL(SSLMethod):
         h = [self.backbone(x) for x in views[:n_global]] + self.encode(
             self.backbone, views[n_global:]
         )
-        p = [self.predictor(self.projector(h_v)) for h_v in h]
+        z = [self.projector(h_v) for h_v in h]
+        p = [self.predictor(z_v) for z_v in z]
         with torch.no_grad():
             t = [self.teacher(x) for x in views[:n_global]]
         loss = sum(
@@ -86,4 +87,4 @@ class BYOL(SSLMethod):
             ).mean()
             for j, t_j in enumerate(t)
         )
-        return self.step_output(loss, h[:n_global])
+        return self.step_output(loss, h[:n_global], embeddings=z[:n_global])

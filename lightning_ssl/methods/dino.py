@@ -112,7 +112,12 @@ class DINO(SSLMethod):
         entropy = dino_teacher_entropy(teacher_out, self.center, temp)
         self.center = update_dino_center(self.center, teacher_out, self.hparams.center_momentum)
         return self.step_output(
-            loss, teacher_h, teacher_temp=temp, teacher_entropy=entropy, kl=loss.detach() - entropy
+            loss,
+            teacher_h,
+            embeddings=list(student_out[: len(global_views)]),
+            teacher_temp=temp,
+            teacher_entropy=entropy,
+            kl=loss.detach() - entropy,
         )
 
     def teacher_temperature(self, step: int) -> float:

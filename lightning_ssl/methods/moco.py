@@ -110,6 +110,6 @@ class MoCo(SSLMethod):
         loss = torch.stack(
             [info_nce_loss(q_i, k_i, T, negatives) for q_i, k_i in zip(q, k, strict=True)]
         ).mean()
-        out = self.step_output(loss, h)
+        out = self.step_output(loss, h, embeddings=q)
         out["queue_keys"] = torch.cat(k)
         return out

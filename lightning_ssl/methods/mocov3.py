@@ -101,9 +101,10 @@ class MoCoV3(SSLMethod):
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         (x1, x2, *_), _ = batch
         h1, h2 = self.backbone(x1), self.backbone(x2)
-        q1, q2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
+        z1, z2 = self.projector(h1), self.projector(h2)
+        q1, q2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():
             k1, k2 = self.teacher(x1), self.teacher(x2)
         T = self.hparams.temperature
         loss = 2 * T * (info_nce_loss(q1, k2, T) + info_nce_loss(q2, k1, T))
-        return self.step_output(loss, [h1, h2])
+        return self.step_output(loss, [h1, h2], embeddings=[z1, z2])

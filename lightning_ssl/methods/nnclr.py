@@ -104,6 +104,6 @@ class NNCLR(SSLMethod):
         ).mean()
         labelled = labels >= 0  # unlabelled images (label -1) do not count
         nn_acc = ((neighbour_labels[0] == labels) & labelled).sum() / labelled.sum().clamp(min=1)
-        out = self.step_output(loss, h[:n_global], nn_acc=nn_acc)
+        out = self.step_output(loss, h[:n_global], embeddings=z[:n_global], nn_acc=nn_acc)
         out["queue_keys"] = z_hat[0]
         return out

@@ -47,4 +47,5 @@ class SimCLR(SSLMethod):
         h = self.encode(self.backbone, views)
         z = [self.projector(h_v) for h_v in h]
         loss = nt_xent_loss(z, self.hparams.temperature)
-        return self.step_output(loss, h[: self.hparams.num_global_crops])
+        g = self.hparams.num_global_crops
+        return self.step_output(loss, h[:g], embeddings=z[:g])

@@ -71,4 +71,4 @@ class SimSiam(SSLMethod):
         z1, z2 = self.projector(h1), self.projector(h2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = negative_cosine_similarity(p1, z2) / 2 + negative_cosine_similarity(p2, z1) / 2
-        return self.step_output(loss, [h1, h2])
+        return self.step_output(loss, [h1, h2], embeddings=[z1, z2])

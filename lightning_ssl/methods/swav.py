@@ -90,7 +90,7 @@ class SwAV(SSLMethod):
         codes = [self.codes(scores[i].detach(), i) for i in range(g)]  # global crops only
         loss = swav_loss(scores, codes, self.hparams.temperature)
         queue_keys = {f"queue_{i}": z[i].detach() for i in range(len(self.queues))}
-        return self.step_output(loss, h[:g]) | queue_keys
+        return self.step_output(loss, h[:g], embeddings=list(z[:g])) | queue_keys
 
     @torch.no_grad()
     def codes(self, scores: Tensor, crop: int) -> Tensor:

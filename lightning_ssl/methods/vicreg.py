@@ -57,6 +57,7 @@ class VICReg(SSLMethod):
         return self.step_output(
             terms.loss,
             [y_a, y_b],
+            embeddings=[z_a, z_b],
             invariance=terms.invariance,
             variance=terms.variance,
             covariance=terms.covariance,

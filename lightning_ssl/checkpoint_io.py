@@ -1,0 +1,72 @@
+"""Crash-safe checkpoint files: write to a temporary file beside the target, fsync, rename.
+
+Lightning's ``TorchCheckpointIO`` serialises into memory and then commits through an fsspec
+transaction, which writes a ``tempfile.mkstemp()`` file in ``$TMPDIR`` and ``shutil.move``-s it
+over the target. When ``$TMPDIR`` is on another file system than the run folder (tmpfs ``/tmp``
+and a network run folder is the common cluster layout) the move is a copy *into* ``last.ckpt``:
+a process killed during that copy leaves a truncated ``last.ckpt`` and ``--ckpt_path last``
+fails. Nothing is fsync-ed either, so a node crash can leave an empty file after the rename.
+
+:class:`AtomicCheckpointIO` writes ``<path>.tmp`` in the same folder, fsyncs it, and
+``os.replace``-s it over ``<path>`` (atomic on POSIX and Windows), so a reader sees the previous
+checkpoint or the new one, never a partial one. The CLI installs it by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+
+#: Suffix of the file being written; ``ModelCheckpoint`` only treats ``*.ckpt`` as checkpoints.
+TMP_SUFFIX = ".tmp"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local saves are write-to-temp, fsync, then rename.
+
+    Remote paths (``s3://``, ...) keep Lightning's behaviour: object stores publish an object only
+    when its upload completes.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = os.path.abspath(os.fspath(path))
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = path + TMP_SUFFIX
+        try:
+            with open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Persist the rename itself (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
