@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from lightning_ssl.data.datasets import ImageFolderDataset, TensorImageDataset, scan_image_folder
 from lightning_ssl.data.readers import (
@@ -79,7 +79,7 @@ class SSLDataModule(LightningDataModule):
             by ``seed``; it applies to ``train_eval_dataloader`` too). For quick CPU runs.
         val_subset: Use only this many evaluation images (seeded like ``train_subset``).
         pin_memory: Pin loaded batches in page-locked memory (faster host-to-GPU copies).
-        seed: Seed of the subset permutations.
+        seed: Seed of the subset permutations and of the training order (with the epoch).
     """
 
     default_image_size: ClassVar[int] = 224
@@ -225,11 +225,14 @@ class SSLDataModule(LightningDataModule):
         return Subset(dataset, torch.randperm(size, generator=generator)[:limit].tolist())
 
     # -- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, train: bool, sampler: Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -241,6 +244,7 @@ class SSLDataModule(LightningDataModule):
         dataset = self.dataset("train")
         size = len(dataset)  # type: ignore[arg-type]
         world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         if self.batch_size * world > size:
             processes = f" x {world} processes" if world > 1 else ""
             raise ValueError(
@@ -248,7 +252,17 @@ class SSLDataModule(LightningDataModule):
                 "images: with drop_last=True no batch would be produced; lower batch_size "
                 "or raise train_subset"
             )
-        return self._loader(dataset, self.batch_size, train=True)
+        # The order is a function of (seed, epoch) only (Lightning calls set_epoch, and leaves a
+        # DistributedSampler in place under DDP): a resumed run sees the same batches.
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=self.hparams.seed,
+            drop_last=True,
+        )
+        return self._loader(dataset, self.batch_size, train=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Batches ``(images, labels)`` of the evaluation split, in order."""

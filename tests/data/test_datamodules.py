@@ -254,3 +254,20 @@ def test_trainer_runs_the_datamodule_hooks(cifar):
     trainer = Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.fit(_TinyModel(), datamodule=dm)
     assert trainer.global_step == 2
+
+
+def test_training_order_depends_on_seed_and_epoch_only(fashion_mnist_dir):
+    """A resumed run sees the same batches: the order ignores the global RNG."""
+
+    def first_labels(epoch: int, seed: int = 0) -> list[int]:
+        dm = FashionMNISTDataModule(
+            str(fashion_mnist_dir), batch_size=16, num_workers=0, train_subset=128, seed=seed
+        )
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        torch.manual_seed(epoch + 1000)  # the global RNG must not matter
+        return next(iter(loader))[1].tolist()
+
+    assert first_labels(1) == first_labels(1)
+    assert first_labels(1) != first_labels(2)
+    assert first_labels(1) != first_labels(1, seed=3)
