@@ -22,7 +22,7 @@ def test_quickstart_learns_above_chance_and_above_its_untrained_features(
     untrained = run_cli(["validate", *args]).trainer.callback_metrics
     trained = run_cli(["fit", *args, "--trainer.max_epochs=2"]).trainer.callback_metrics
     knn, probe = float(trained["val/knn_top1"]), float(trained["val/probe_top1"])
-    # Chance is 0.10. The full 6-epoch quickstart reaches about 0.40 (kNN) and 0.39 (probe).
+    # Chance is 0.10. The full 6-epoch quickstart reaches about 0.40 (kNN) and 0.375 (probe).
     assert probe > 0.25, probe
     assert knn > 0.30, knn
     assert knn > float(untrained["val/knn_top1"]) + 0.04, (knn, float(untrained["val/knn_top1"]))
