@@ -6,7 +6,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +54,10 @@ class LightningSSLCLI(LightningCLI):
         trainer, model, data = self.trainer, self.model, self.datamodule
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.fast_dev_run:
+            # Lightning 2.6's ModelCheckpoint.on_train_end still writes last.ckpt under
+            # fast_dev_run, which would overwrite a real run's last.ckpt with a 1-step model.
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
@@ -85,6 +91,23 @@ def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
     )
 
 
-def main() -> None:
-    """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
-    run_cli()
+#: Commands besides LightningCLI's (fit, validate, test ...): name -> "module:function", each
+#: function taking the remaining arguments and returning an exit code.
+TOOLS = {
+    "compare": "lightning_ssl.compare:main",
+    "grid": "lightning_ssl.grid:main",
+    "export": "lightning_ssl.export:main",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``.
+
+    ``fit``/``validate``/``test``/``predict`` go to LightningCLI; ``compare``, ``grid`` and
+    ``export`` to their own modules (see :data:`TOOLS`).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        module_name, function = TOOLS[argv[0]].split(":")
+        raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
+    run_cli(argv)

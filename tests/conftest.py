@@ -37,6 +37,15 @@ def _extract(name: str, root: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_image_cache(tmp_path_factory) -> Path:
+    """One cache of decoded JPEG trees for the whole session (CIFAR-10 decodes to 177 MB: a cache
+    per test filled CI's disk). Subprocesses inherit it through ``LIGHTNING_SSL_CACHE``."""
+    cache = Path(os.environ.get("LIGHTNING_SSL_CACHE") or tmp_path_factory.mktemp("decoded"))
+    os.environ["LIGHTNING_SSL_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """Folder holding ``cifar10-jpeg/``, ``fashion-mnist/`` and ``imagewoof2-160/`` extracted."""

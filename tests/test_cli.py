@@ -62,6 +62,8 @@ def test_every_shipped_config_runs_fast_dev_run(config, data_root, tmp_path, mon
             *_small_model_args(config),
         ]
     )
+    # A smoke run must never write (or overwrite) a real run's last.ckpt.
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_data_values_are_linked_into_the_model(cifar10_dir, tmp_path, monkeypatch):

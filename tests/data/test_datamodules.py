@@ -24,9 +24,9 @@ from lightning_ssl.data.readers import read_image_folder
 
 
 @pytest.fixture(scope="session")
-def cifar_cache(cifar10_dir: Path, tmp_path_factory) -> Path:
-    """Decode the CIFAR-10 JPEG tree once per session into a fresh cache (~9 s on one core)."""
-    cache = tmp_path_factory.mktemp("lightning_ssl_cache")
+def cifar_cache(cifar10_dir: Path, decoded_image_cache: Path) -> Path:
+    """The session's cache with the CIFAR-10 JPEG tree decoded (~9 s on one core, once)."""
+    cache = decoded_image_cache
     for split in ("train", "test"):
         read_image_folder(cifar10_dir / split, cache)
     return cache

@@ -62,7 +62,7 @@ class LossRecorder(L.Callback):
 
 
 @pytest.mark.parametrize("name", sorted(NARROW))
-def test_method_learns_on_real_images(name, cifar10_dir, tmp_path):
+def test_method_learns_on_real_images(name, cifar10_dir):
     L.seed_everything(0)
     data = CIFAR10DataModule(
         str(cifar10_dir),
@@ -72,7 +72,6 @@ def test_method_learns_on_real_images(name, cifar10_dir, tmp_path):
         num_local_crops=LOCAL_CROPS.get(name, 0),
         train_subset=STEPS * 64,
         val_subset=64,
-        cache_dir=str(tmp_path),
     )
     link = dict(
         num_classes=10,
