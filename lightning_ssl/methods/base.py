@@ -203,9 +203,16 @@ class SSLMethod(L.LightningModule):
 
     def global_batch_size(self) -> int:
         """Images per optimizer step over all processes: devices x nodes x batch x accumulation."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        batch = getattr(datamodule, "batch_size", None) or self.trainer.train_dataloader.batch_size
-        return int(batch * self.trainer.world_size * self.trainer.accumulate_grad_batches)
+        trainer = self.trainer
+        batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        if batch is None:  # plain dataloaders: configure_optimizers may run before they load
+            if trainer.train_dataloader is None:
+                trainer.fit_loop.setup_data()
+            loader = trainer.train_dataloader
+            batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+        if batch is None:
+            raise ValueError("cannot read the training batch size from the train dataloader")
+        return int(batch * trainer.world_size * trainer.accumulate_grad_batches)
 
 
 def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
