@@ -1,5 +1,6 @@
-"""Every method trains under ``bf16-mixed`` autocast on CPU with a finite float32 loss, and logs
-the collapse monitor's ``train/z_std``; low temperatures give the fp32 loss under bf16.
+"""Every method trains under ``bf16-mixed`` and ``16-mixed`` autocast on CPU with a finite
+float32 loss and logs the collapse monitor's ``train/z_std``; low temperatures give the fp32 loss
+under bf16.
 
 The network runs in bf16 under autocast, the losses in float32 (``losses/_precision.py``).
 """
@@ -12,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lightning_ssl import methods
 from lightning_ssl.losses import info_nce_loss, nt_xent_loss
@@ -42,15 +44,27 @@ def _model(name: str, data: SyntheticViews, **overrides) -> methods.SSLMethod:
     return getattr(methods, name)(**{**COMMON, **NARROW[name], **overrides}, **data.link())
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("name", sorted(NARROW))
-def test_bf16_mixed_two_steps_finite_float32_loss_and_z_std(name):
+def test_mixed_precision_two_steps_finite_float32_loss_and_z_std(name, precision):
+    """The backbone really runs in the low precision, the loss stays float32. Lightning turns
+    ``16-mixed`` into ``bf16-mixed`` on CPU, so float16 is set up as on a GPU: the plugin with a
+    gradient scaler, on the CPU device."""
     L.seed_everything(0)
     data = SyntheticViews(num_local_crops=LOCAL_CROPS.get(name, 0), n=16)
     record = _LossDtype()
-    trainer = quick_trainer(
-        precision="bf16-mixed", callbacks=[record], log_every_n_steps=1, limit_val_batches=0
-    )
-    trainer.fit(_model(name, data), data)
+    if precision == "16-mixed":
+        scaler = torch.amp.GradScaler("cpu")
+        setting = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=scaler)]}
+    else:
+        setting = {"precision": precision}
+    trainer = quick_trainer(callbacks=[record], log_every_n_steps=1, limit_val_batches=0, **setting)
+    model = _model(name, data)
+    backbone_dtypes: set[torch.dtype] = set()
+    model.backbone.register_forward_hook(lambda m, i, out: backbone_dtypes.add(out.dtype))
+    trainer.fit(model, data)
+    low = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    assert low in backbone_dtypes, backbone_dtypes
     assert len(record.losses) == 2
     for loss in record.losses:
         assert loss.dtype == torch.float32 and torch.isfinite(loss), (name, loss)
