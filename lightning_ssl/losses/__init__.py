@@ -9,6 +9,7 @@ from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
 from lightning_ssl.losses.similarity import negative_cosine_similarity
 from lightning_ssl.losses.swav import sinkhorn_knopp, swav_loss
+from lightning_ssl.losses.tiled import tiled_info_nce_loss, tiled_logsumexp, tiled_nt_xent_loss
 from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "nt_xent_loss",
     "sinkhorn_knopp",
     "swav_loss",
+    "tiled_info_nce_loss",
+    "tiled_logsumexp",
+    "tiled_nt_xent_loss",
     "update_dino_center",
     "vicreg_loss",
     "vicreg_terms",

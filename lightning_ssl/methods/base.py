@@ -48,6 +48,10 @@ class SSLMethod(L.LightningModule):
         image_size: global crop size (linked from the DataModule).
         num_global_crops: global crops per image (linked from the DataModule).
         num_local_crops: local crops per image (linked from the DataModule).
+        channels_last: NHWC convolutions (faster on GPUs with bf16/fp16; see :class:`Backbone`).
+        compile_backbone: ``torch.compile`` the student backbone in place (state-dict keys are
+            unchanged); ``True`` uses the default backend, a string names one (``"inductor"``,
+            ``"aot_eager"`` ...). The first steps are slow while it compiles.
     """
 
     #: Whether the method can use local (small) crops besides the global ones.
@@ -69,6 +73,8 @@ class SSLMethod(L.LightningModule):
         image_size: int = 224,
         num_global_crops: int = 2,
         num_local_crops: int = 0,
+        channels_last: bool = False,
+        compile_backbone: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,7 +85,9 @@ class SSLMethod(L.LightningModule):
             )
         if num_global_crops < 2:
             raise ValueError(f"{type(self).__name__} needs 2 global crops, got {num_global_crops}")
-        self.backbone = Backbone(backbone, cifar_stem, image_size, **(backbone_kwargs or {}))
+        self.backbone = Backbone(
+            backbone, cifar_stem, image_size, channels_last, **(backbone_kwargs or {})
+        )
         self.num_classes = num_classes
         self.effective_lr: float | None = None
 
@@ -149,8 +157,18 @@ class SSLMethod(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {"features": self.extract_features(batch[0])}
 
+    def configure_model(self) -> None:
+        # After the callbacks' setup: EMA teachers copy the uncompiled student.
+        backend = self.hparams.get("compile_backbone", False)
+        if backend and getattr(self.backbone, "_compiled_call_impl", None) is None:
+            self.backbone.compile(**({} if backend is True else {"backend": backend}))
+
     def configure_callbacks(self) -> list[L.Callback]:
-        return [NonFiniteLossGuard(), CollapseMonitor()]
+        # Lightning lets a module's callbacks replace the Trainer's of the same type: keep a
+        # guard or monitor the user configured (e.g. a less frequent check) instead.
+        configured = self.trainer.callbacks if self._trainer is not None else []
+        defaults = [NonFiniteLossGuard(), CollapseMonitor()]
+        return [d for d in defaults if not any(type(c) is type(d) for c in configured)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightning_ssl_method"] = type(self).__name__

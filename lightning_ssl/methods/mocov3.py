@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightning as L
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from lightning_ssl.callbacks import EMA
-from lightning_ssl.losses import info_nce_loss
+from lightning_ssl.losses import info_nce_loss, tiled_info_nce_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP
 from lightning_ssl.nn.teacher import frozen_copy
@@ -47,6 +48,9 @@ class MoCoV3(SSLMethod):
         optimizer: LARS (ResNet) or AdamW (ViT).
         lr: base learning rate per 256 images.
         weight_decay: 1e-6 (ResNet) or 0.1 (ViT).
+        loss_tile_size: None for the plain InfoNCE; an int computes the same loss and gradients
+            in tiles of that size (:func:`~lightning_ssl.losses.tiled_info_nce_loss`), with
+            memory ``O(tile**2)`` instead of ``O(batch**2)``, for very large global batches.
         **kwargs: backbone, schedule and data arguments of :class:`SSLMethod`.
     """
 
@@ -64,6 +68,7 @@ class MoCoV3(SSLMethod):
         optimizer: OptimizerName = "lars",
         lr: float = 0.6,
         weight_decay: float = 1e-6,
+        loss_tile_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
@@ -105,6 +110,10 @@ class MoCoV3(SSLMethod):
         q1, q2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():
             k1, k2 = self.teacher(x1), self.teacher(x2)
-        T = self.hparams.temperature
-        loss = 2 * T * (info_nce_loss(q1, k2, T) + info_nce_loss(q2, k1, T))
+        T, tile = self.hparams.temperature, self.hparams.loss_tile_size
+        if tile is None:
+            ctr = functools.partial(info_nce_loss, temperature=T)
+        else:
+            ctr = functools.partial(tiled_info_nce_loss, temperature=T, tile_size=tile)
+        loss = 2 * T * (ctr(q1, k2) + ctr(q2, k1))
         return self.step_output(loss, [h1, h2], embeddings=[z1, z2])

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from lightning_ssl.losses import nt_xent_loss
+from lightning_ssl.losses import nt_xent_loss, tiled_nt_xent_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn.heads import MLP
 
@@ -21,6 +21,9 @@ class SimCLR(SSLMethod):
         temperature: NT-Xent temperature (paper: 0.1 with LARS at batch 4096; 0.5 on CIFAR).
         proj_hidden_dim: projector hidden width (paper: 2048).
         proj_dim: projection size (paper: 128).
+        loss_tile_size: None for the plain NT-Xent; an int computes the same loss and gradients
+            in tiles of that size (:func:`~lightning_ssl.losses.tiled_nt_xent_loss`), with
+            memory ``O(tile**2)`` instead of ``O(batch**2)``, for very large global batches.
         **kwargs: backbone, optimizer and data arguments of :class:`SSLMethod`.
 
     Example:
@@ -37,6 +40,7 @@ class SimCLR(SSLMethod):
         temperature: float = 0.1,
         proj_hidden_dim: int = 2048,
         proj_dim: int = 128,
+        loss_tile_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -46,6 +50,7 @@ class SimCLR(SSLMethod):
         views, _ = batch
         h = self.encode(self.backbone, views)
         z = [self.projector(h_v) for h_v in h]
-        loss = nt_xent_loss(z, self.hparams.temperature)
+        T, tile = self.hparams.temperature, self.hparams.loss_tile_size
+        loss = nt_xent_loss(z, T) if tile is None else tiled_nt_xent_loss(z, T, tile_size=tile)
         g = self.hparams.num_global_crops
         return self.step_output(loss, h[:g], embeddings=z[:g])

@@ -33,6 +33,8 @@ class Backbone(nn.Module):
             usual stem for 32 px images (SimCLR appendix B.9).
         image_size: input size for models that need it (ViTs); local crops of another size work
             because position embeddings are interpolated (timm's ``dynamic_img_size``).
+        channels_last: keep convolution weights and inputs in NHWC memory format, which GPU
+            convolutions with tensor cores run fastest (bf16/fp16); no effect on results.
         **kwargs: passed to the model constructor (e.g. ``drop_path_rate``).
 
     Example:
@@ -42,10 +44,15 @@ class Backbone(nn.Module):
     """
 
     def __init__(
-        self, name: str = "resnet18", cifar_stem: bool = False, image_size: int = 224, **kwargs: Any
+        self,
+        name: str = "resnet18",
+        cifar_stem: bool = False,
+        image_size: int = 224,
+        channels_last: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        self.name = name
+        self.name, self.channels_last = name, channels_last
         if name in TORCHVISION_RESNETS:
             self.model = _torchvision_resnet(name, cifar_stem, **kwargs)
         else:
@@ -55,8 +62,12 @@ class Backbone(nn.Module):
                 )
             self.model = _timm_model(name.removeprefix("timm:"), image_size, **kwargs)
         self.dim = _feature_dim(self.model)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
 
