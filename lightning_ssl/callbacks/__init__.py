@@ -6,6 +6,7 @@ from lightning_ssl.callbacks.guards import NonFiniteLossError, NonFiniteLossGuar
 from lightning_ssl.callbacks.knn import KNNMonitor
 from lightning_ssl.callbacks.online_probe import OnlineLinearProbe
 from lightning_ssl.callbacks.queue import QueueUpdater
+from lightning_ssl.callbacks.run_info import RunInfo
 
 __all__ = [
     "EMA",
@@ -15,5 +16,6 @@ __all__ = [
     "NonFiniteLossGuard",
     "OnlineLinearProbe",
     "QueueUpdater",
+    "RunInfo",
     "embedding_std",
 ]
