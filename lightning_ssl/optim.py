@@ -93,11 +93,15 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD (momentum), LARS (timm's, foreach) or AdamW over ``groups``.
 
-    ``weight_decay`` is the default of groups that do not set their own.
+    ``weight_decay`` is the default of groups that do not set their own. SGD and AdamW use
+    PyTorch's fused kernels when every parameter is on a GPU (one launch per step), else the
+    multi-tensor ``foreach`` path.
     """
+    on_gpu = all(p.is_cuda for g in groups for p in g["params"])
+    kernels = {"fused": True} if on_gpu else {"foreach": True}
     if name == "sgd":
         return torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kernels
         )
     if name == "lars":
         return Lars(
@@ -109,7 +113,5 @@ def build_optimizer(
             foreach=True,
         )
     if name == "adamw":
-        return torch.optim.AdamW(
-            groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True
-        )
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **kernels)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, lars or adamw")

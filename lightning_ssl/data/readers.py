@@ -52,10 +52,12 @@ def _fingerprint(root: Path, samples: list[tuple[str, int]]) -> str:
     """Hash of the resolved path, the file list with labels, total size and latest mtime."""
     digest = hashlib.sha1(f"v{_CACHE_VERSION}|{root.resolve()}|{len(samples)}".encode())
     size = mtime = 0
+    prefix = str(root) + os.sep  # slicing instead of os.path.relpath: 60,000 calls add up
     for path, label in samples:
         stat = os.stat(path)
         size, mtime = size + stat.st_size, max(mtime, stat.st_mtime_ns)
-        digest.update(f"{os.path.relpath(path, root)}:{label}\n".encode())
+        relative = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
+        digest.update(f"{relative}:{label}\n".encode())
     digest.update(f"{size}|{mtime}".encode())
     return digest.hexdigest()[:16]
 
