@@ -3,7 +3,9 @@
 Every datamodule yields
 
 * ``train_dataloader()``: ``(views, labels)`` with ``views`` a list of ``(B, C, H, W)`` tensors,
-  global crops first (shuffled, last partial batch dropped);
+  global crops first (shuffled, last partial batch dropped); with ``batched_augmentation=True``
+  the loader yields ``uint8`` images and the views are made on the training device by
+  :meth:`SSLDataModule.on_after_batch_transfer`, so the training step sees the same batches;
 * ``val_dataloader()`` / ``test_dataloader()``: ``(images, labels)`` of the evaluation split
   under the deterministic evaluation transform;
 * ``train_eval_dataloader()``: the training split under the evaluation transform, in order
@@ -16,6 +18,7 @@ The properties the CLI links into the model (``num_classes``, ``image_size``,
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -24,9 +27,23 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
 
-from lightning_ssl.data.datasets import ImageFolderDataset, TensorImageDataset, scan_image_folder
+from lightning_ssl.data.batched import BatchedMultiCrop
+from lightning_ssl.data.datasets import (
+    ImageFolderDataset,
+    TensorImageDataset,
+    pad_collate,
+    scan_image_folder,
+)
 from lightning_ssl.data.readers import (
     read_cifar,
     read_fashion_mnist,
@@ -80,6 +97,15 @@ class SSLDataModule(LightningDataModule):
         val_subset: Use only this many evaluation images (seeded like ``train_subset``).
         pin_memory: Pin loaded batches in page-locked memory (faster host-to-GPU copies).
         seed: Seed of the subset permutations and of the training order (with the epoch).
+        batched_augmentation: Make the training views on the training batch's device after
+            the transfer (:class:`~lightning_ssl.data.batched.BatchedMultiCrop`: crops and
+            colour ops for the whole batch at once, per-sample random parameters, the same view
+            groups) instead of per image in the loader workers. The loader then only delivers
+            ``uint8`` images. Recommended on GPU.
+        images_on_device: In-memory datasets only (CIFAR, STL-10, Fashion-MNIST), with
+            ``batched_augmentation``: keep a copy of the ``uint8`` training images on the
+            training device (moved on first use) and let the loader yield only indices and
+            labels, so an epoch needs no copying of images and no worker processes.
     """
 
     default_image_size: ClassVar[int] = 224
@@ -103,8 +129,15 @@ class SSLDataModule(LightningDataModule):
         val_subset: int | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        batched_augmentation: bool = False,
+        images_on_device: bool = False,
     ) -> None:
         super().__init__()
+        if images_on_device and not batched_augmentation:
+            raise ValueError(
+                "images_on_device=True needs batched_augmentation=True: the images held on the "
+                "device are augmented there, the loader only yields their indices"
+            )
         for name, value, low in (
             ("batch_size", batch_size, 1),
             ("num_workers", num_workers, 0),
@@ -135,7 +168,15 @@ class SSLDataModule(LightningDataModule):
         self._image_size = image_size
         self._datasets: dict[str, Dataset] = {}
         self._loaded: dict[str, Any] = {}  # arrays / folder scans shared by the splits
-        self.train_transform = MultiCropTransform(self._views, self.mean, self.std)
+        self.batched_augmentation, self.images_on_device = batched_augmentation, images_on_device
+        # The CPU path transforms each training image in the loader; the batched path leaves
+        # the uint8 images to BatchedMultiCrop after the transfer to the training device.
+        self.train_transform: Callable | None = MultiCropTransform(self._views, self.mean, self.std)
+        self.batched_transform: BatchedMultiCrop | None = None
+        if batched_augmentation:
+            self.train_transform = None
+            self.batched_transform = BatchedMultiCrop(self._views, self.mean, self.std)
+        self._device_images: Tensor | None = None  # images_on_device: the training images
         self.val_transform = eval_transform(self.image_size, self.mean, self.std, self.eval_resize)
 
     def _resolve_views(
@@ -197,8 +238,12 @@ class SSLDataModule(LightningDataModule):
         return self.default_std
 
     # -- datasets ----------------------------------------------------------------------------
-    def build_dataset(self, split: str, transform: Callable) -> Dataset:
-        """The dataset of ``split``: ``train`` (pretraining), ``train_eval`` or ``val``."""
+    def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
+        """The dataset of ``split``: ``train`` (pretraining), ``train_eval`` or ``val``.
+
+        ``transform`` is ``None`` for the training split under ``batched_augmentation``: items
+        are then ``uint8`` ``(3, H, W)`` tensors.
+        """
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
@@ -226,22 +271,38 @@ class SSLDataModule(LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
     def _loader(
-        self, dataset: Dataset, batch_size: int, train: bool, sampler: Sampler | None = None
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        train: bool,
+        sampler: Sampler | None = None,
+        collate_fn: Callable | None = None,
+        num_workers: int | None = None,
     ) -> DataLoader:
+        workers = self.num_workers if num_workers is None else num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=train,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
+            collate_fn=collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Batches ``(views, labels)``: ``len(views)`` tensors ``(B, C, H, W)``, globals first."""
+        """Batches ``(views, labels)``: ``len(views)`` tensors ``(B, C, H, W)``, globals first.
+
+        With ``batched_augmentation`` the loader yields ``(images, labels)`` of ``uint8``
+        images (``(images, sizes, labels)`` for an ImageFolder, zero-padded, see
+        :func:`~lightning_ssl.data.datasets.pad_collate`), or ``(indices, labels)`` with
+        ``images_on_device``; :meth:`on_after_batch_transfer` turns them into the views.
+        """
         dataset = self.dataset("train")
+        if self.images_on_device:
+            dataset = TensorDataset(*self._device_indices_and_labels(dataset))
         size = len(dataset)  # type: ignore[arg-type]
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -262,7 +323,85 @@ class SSLDataModule(LightningDataModule):
             seed=self.hparams.seed,
             drop_last=True,
         )
-        return self._loader(dataset, self.batch_size, train=True, sampler=sampler)
+        if self.images_on_device:  # indices and labels: cheaper to batch in this process
+            return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
+        collate = self.train_collate_fn if self.batched_augmentation else None
+        return self._loader(dataset, self.batch_size, True, sampler, collate_fn=collate)
+
+    #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
+    train_collate_fn: ClassVar[Callable | None] = None
+
+    # -- batched augmentation ----------------------------------------------------------------
+    def _device_indices_and_labels(self, dataset: Dataset) -> tuple[Tensor, Tensor]:
+        """Positions ``0..N-1`` into :meth:`device_images` and the training labels."""
+        labels = torch.cat([part.labels[index] for part, index in _tensor_parts(dataset)])
+        return torch.arange(len(labels)), labels
+
+    def device_images(self, device: torch.device) -> Tensor:
+        """The ``uint8`` training images (in training-set order) on ``device``, copied once.
+
+        The copy is built chunk by chunk, so memory-mapped data (STL-10) is never held twice in
+        host memory.
+        """
+        if self._device_images is None or self._device_images.device != device:
+            parts = _tensor_parts(self.dataset("train"))
+            count = sum(len(index) for _, index in parts)
+            shape = parts[0][0].images.shape[1:]
+            images = torch.empty((count, *shape), dtype=torch.uint8, device=device)
+            start = 0
+            for part, index in parts:
+                for chunk in index.split(4096):
+                    images[start : start + len(chunk)] = part.images[chunk].to(device)
+                    start += len(chunk)
+            self._device_images = images
+        return self._device_images
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches under ``batched_augmentation``: the views, made on the device.
+
+        Lightning calls this DataModule hook (instead of the LightningModule's) once the batch
+        is on the training device. Validation, test and kNN batches pass untouched.
+        """
+        if self.batched_transform is None or self.trainer is None or not self.trainer.training:
+            return batch
+        return self.augment_batch(batch)
+
+    def augment_batch(self, batch: Any) -> tuple[list[Tensor], Tensor]:
+        """``(views, labels)`` from a training batch of the ``batched_augmentation`` loader.
+
+        Example:
+            >>> dm = CIFAR10DataModule("data/cifar10-jpeg", batched_augmentation=True)
+            >>> images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+            >>> views, labels = dm.augment_batch((images, torch.arange(4)))
+            >>> [tuple(v.shape) for v in views]
+            [(4, 3, 32, 32), (4, 3, 32, 32)]
+        """
+        if self.batched_transform is None:
+            raise RuntimeError("augment_batch needs batched_augmentation=True")
+        sizes = None
+        if self.images_on_device:
+            indices, labels = batch
+            images = self.device_images(indices.device)[indices]
+        elif len(batch) == 3:
+            images, sizes, labels = batch
+        else:
+            images, labels = batch
+        transform = self.batched_transform.to(images.device)
+        return transform(images, sizes, self._augment_generator(images.device)), labels
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator | None:
+        """A generator seeded by (seed, rank, batch number) during training, else ``None``.
+
+        Every process draws different parameters (the global RNG is seeded alike on all
+        ranks), and a resumed run, whose loop restores the batch count, draws the same ones.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        progress = trainer.fit_loop.epoch_loop.batch_progress.total
+        key = (self.hparams.seed, trainer.global_rank, progress.ready)
+        seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+        return torch.Generator(device).manual_seed(seed >> 1)
 
     def val_dataloader(self) -> DataLoader:
         """Batches ``(images, labels)`` of the evaluation split, in order."""
@@ -286,7 +425,7 @@ class InMemoryDataModule(SSLDataModule):
         """``uint8`` images ``(N, 3, H, W)`` and labels ``(N,)`` of the train or eval split."""
         raise NotImplementedError
 
-    def build_dataset(self, split: str, transform: Callable) -> Dataset:
+    def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
         train = split != "val"
         key = "train" if train else "val"
         if key not in self._loaded:
@@ -447,7 +586,7 @@ class STL10DataModule(InMemoryDataModule):
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         return read_stl10(self.data_dir, "train" if train else "test")
 
-    def build_dataset(self, split: str, transform: Callable) -> Dataset:
+    def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
         labelled = super().build_dataset(split, transform)
         if split != "train" or not self.unlabeled:
             return labelled
@@ -485,6 +624,11 @@ class ImageFolderDataModule(SSLDataModule):
         num_classes: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("images_on_device"):
+            raise ValueError(
+                "images_on_device=True needs an in-memory dataset (CIFAR, STL-10, "
+                "Fashion-MNIST); an ImageFolder is decoded per image in the loader workers"
+            )
         super().__init__(data_dir, **kwargs)
         self.train_dir, self.val_dir, self._num_classes = train_dir, val_dir, num_classes
         # The count read from the folders, as Lightning merges these hparams with the model's.
@@ -505,9 +649,46 @@ class ImageFolderDataModule(SSLDataModule):
             )
         return self._num_classes
 
-    def build_dataset(self, split: str, transform: Callable) -> Dataset:
+    #: Images of different sizes: zero-padded to the batch's largest, with their sizes.
+    train_collate_fn: ClassVar[Callable | None] = staticmethod(pad_collate)
+
+    def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
         name = self.val_dir if split == "val" else self.train_dir
         if name not in self._loaded:
             root = self._folder(name, "validation folder" if split == "val" else "training folder")
             self._loaded[name] = scan_image_folder(root)
-        return ImageFolderDataset(self.data_dir / name, transform, samples=self._loaded[name])
+        # Batched augmentation: uint8 tensors decoded by torchvision.io in the loader workers.
+        as_tensor = split == "train" and self.batched_augmentation
+        return ImageFolderDataset(
+            self.data_dir / name, transform, samples=self._loaded[name], as_tensor=as_tensor
+        )
+
+
+def _tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
+    """The in-memory datasets behind ``dataset`` and the indices of its items in each.
+
+    Items come part by part (a subset mixing STL-10's labelled and unlabelled images is
+    grouped by part; the sampler shuffles anyway, and indices and labels are listed alike).
+    Handles :class:`TensorImageDataset`, :class:`~torch.utils.data.Subset` (``train_subset``)
+    and :class:`~torch.utils.data.ConcatDataset` (STL-10's train + unlabeled).
+    """
+    if isinstance(dataset, TensorImageDataset):
+        return [(dataset, torch.arange(len(dataset)))]
+    if isinstance(dataset, ConcatDataset):
+        return [part for inner in dataset.datasets for part in _tensor_parts(inner)]
+    if isinstance(dataset, Subset):
+        inner = _tensor_parts(dataset.dataset)
+        wanted = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        # Subset indices address the concatenation of the inner parts.
+        offsets = torch.tensor([0] + [len(index) for _, index in inner]).cumsum(0)
+        part_of = torch.searchsorted(offsets[1:], wanted, right=True)
+        parts = []
+        for number, (part, index) in enumerate(inner):
+            mask = part_of == number
+            if mask.any():
+                parts.append((part, index[wanted[mask] - offsets[number]]))
+        return parts
+    raise TypeError(
+        f"images_on_device needs in-memory (TensorImageDataset) training data, got "
+        f"{type(dataset).__name__}"
+    )

@@ -1,7 +1,9 @@
 """Map-style datasets: uint8 tensors held in memory, and lazily decoded image folders.
 
 Both return ``(transform(image), label)``; without a transform the image is returned as is
-(a ``uint8`` ``(3, H, W)`` tensor, or an RGB PIL image).
+(a ``uint8`` ``(3, H, W)`` tensor, or an RGB PIL image, or a ``uint8`` tensor with
+``as_tensor=True``). :func:`pad_collate` batches images of different sizes for the batched
+augmentation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 #: File endings read as images (those of ``torchvision.datasets.ImageFolder``), case-insensitive.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -56,6 +59,51 @@ def load_image(path: str | Path) -> Image.Image:
             return pil_to_rgb(image)
     except Exception as err:
         raise RuntimeError(f"cannot read image file {path}: {type(err).__name__}: {err}") from err
+
+
+def load_image_tensor(path: str | Path) -> Tensor:
+    """Decode an image file to a ``uint8`` RGB ``(3, H, W)`` tensor.
+
+    ``torchvision.io.decode_image`` (libjpeg-turbo/libpng, no PIL image in between) reads the
+    usual formats; files it cannot read (CMYK JPEGs, TIFF, 16-bit modes ...) go through
+    :func:`load_image`, which also names the file when it is corrupt.
+
+    Raises:
+        RuntimeError: The file is missing, truncated or not an image; the message names it.
+
+    Example:
+        >>> load_image_tensor("cat.jpg").shape  # doctest: +SKIP
+        torch.Size([3, 375, 500])
+    """
+    try:
+        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except Exception:
+        return torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1).contiguous()
+
+
+def pad_collate(batch: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Collate ``uint8`` ``(3, H, W)`` images of different sizes by zero-padding.
+
+    Images are placed top-left in a ``(B, 3, H_max, W_max)`` batch; ``sizes`` holds each
+    image's valid ``(height, width)``, so that crops can be drawn inside it
+    (:class:`~lightning_ssl.data.batched.BatchedMultiCrop`).
+
+    Returns:
+        ``(images, sizes, labels)`` with ``sizes`` and ``labels`` ``int64``.
+
+    Example:
+        >>> a, b = torch.ones(3, 2, 4, dtype=torch.uint8), torch.ones(3, 3, 2, dtype=torch.uint8)
+        >>> images, sizes, labels = pad_collate([(a, 0), (b, 1)])
+        >>> tuple(images.shape), sizes.tolist(), int(images[1].sum())
+        ((2, 3, 3, 4), [[2, 4], [3, 2]], 18)
+    """
+    sizes = torch.tensor([tuple(image.shape[-2:]) for image, _ in batch], dtype=torch.int64)
+    height, width = sizes.max(dim=0).values.tolist()
+    images = torch.zeros((len(batch), 3, height, width), dtype=torch.uint8)
+    for index, (image, _) in enumerate(batch):
+        images[index, :, : image.shape[-2], : image.shape[-1]] = image
+    labels = torch.tensor([int(label) for _, label in batch], dtype=torch.int64)
+    return images, sizes, labels
 
 
 def scan_image_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -128,12 +176,14 @@ class TensorImageDataset(Dataset):
 
 
 class ImageFolderDataset(Dataset):
-    """An ImageFolder tree decoded lazily with PIL (one file per item, in the loader workers).
+    """An ImageFolder tree decoded lazily (one file per item, in the loader workers).
 
     Args:
         root: Folder holding one sub-folder of images per class.
-        transform: Called on each RGB PIL image.
+        transform: Called on each RGB PIL image (or ``uint8`` tensor with ``as_tensor``).
         samples: The ``(classes, samples)`` of :func:`scan_image_folder`, to skip the scan.
+        as_tensor: Decode to ``uint8`` ``(3, H, W)`` tensors with :func:`load_image_tensor`
+            instead of PIL images (the input of the batched augmentation).
 
     Example:
         >>> data = ImageFolderDataset("imagewoof2-160/train")  # doctest: +SKIP
@@ -146,15 +196,16 @@ class ImageFolderDataset(Dataset):
         root: str | Path,
         transform: Callable | None = None,
         samples: tuple[list[str], list[tuple[str, int]]] | None = None,
+        as_tensor: bool = False,
     ):
         self.root = Path(root)
         self.classes, self.samples = samples or scan_image_folder(self.root)
-        self.transform = transform
+        self.transform, self.as_tensor = transform, as_tensor
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
-        image = load_image(path)
+        image = load_image_tensor(path) if self.as_tensor else load_image(path)
         return (self.transform(image) if self.transform else image), label
