@@ -19,7 +19,7 @@ The properties the CLI links into the model (``num_classes``, ``image_size``,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -314,19 +314,38 @@ class SSLDataModule(LightningDataModule):
                 "or raise train_subset"
             )
         # The order is a function of (seed, epoch) only (Lightning calls set_epoch, and leaves a
-        # DistributedSampler in place under DDP): a resumed run sees the same batches.
-        sampler = DistributedSampler(
+        # DistributedSampler in place under DDP), and the loader's position is in checkpoints:
+        # a run resumed mid-epoch sees exactly the batches it had not seen.
+        sampler = ResumableSampler(
             dataset,
             num_replicas=world,
             rank=rank,
             shuffle=True,
             seed=self.hparams.seed,
             drop_last=True,
+            position=self._training_position,
         )
         if self.images_on_device:  # indices and labels: cheaper to batch in this process
             return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
         collate = self.train_collate_fn if self.batched_augmentation else None
         return self._loader(dataset, self.batch_size, True, sampler, collate_fn=collate)
+
+    def _training_position(self) -> tuple[int, int, int] | None:
+        """``(epoch, start, stop)`` of the next training batch, from the trainer's count of
+        processed batches (restored from checkpoints), in this process's samples."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        loader_batches = len(self.dataset("train")) // (self.batch_size * trainer.world_size)
+        limit = trainer.limit_train_batches
+        per_epoch = (
+            min(loader_batches, limit)
+            if isinstance(limit, int)
+            else int(loader_batches * (limit or 1.0))
+        )
+        processed = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        epoch, offset = divmod(processed, max(1, per_epoch))
+        return epoch, offset * self.batch_size, per_epoch * self.batch_size
 
     #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
     train_collate_fn: ClassVar[Callable | None] = None
@@ -414,6 +433,42 @@ class SSLDataModule(LightningDataModule):
     def train_eval_dataloader(self) -> DataLoader:
         """The training split with the evaluation transform, in order, every image kept."""
         return self._loader(self.dataset("train_eval"), self.eval_batch_size, train=False)
+
+
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose position is read from the training progress.
+
+    ``position()`` returns ``(epoch, start, stop)``: the epoch whose permutation to use and the
+    slice of this process's samples still to draw (or ``None`` to behave as a plain sampler).
+    With the trainer's count of processed batches as the source, the batch at global index
+    ``g`` is always the same one, so a run resumed from any checkpoint (mid-epoch included)
+    trains on exactly the batches the uninterrupted run would have. Lightning alone restarts a
+    plain loader at the beginning of its epoch (some images twice, others never), and with
+    worker processes builds the iterator before calling ``set_epoch``.
+
+    Example:
+        >>> sampler = ResumableSampler(range(8), num_replicas=1, rank=0, shuffle=False,
+        ...                            position=lambda: (0, 6, 8))
+        >>> list(sampler)
+        [6, 7]
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        position: Callable[[], tuple[int, int, int] | None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self) -> Iterator[int]:
+        where = self.position()
+        if where is None:
+            return super().__iter__()
+        epoch, start, stop = where
+        self.set_epoch(epoch)
+        return iter(list(super().__iter__())[start:stop])
 
 
 class InMemoryDataModule(SSLDataModule):
