@@ -13,13 +13,16 @@ from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
 from lightning_ssl.data import SSLDataModule
-from lightning_ssl.methods import SSLMethod
+from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
+from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
 from lightning_ssl.methods.base import check_checkpoint_method
 
 #: Values the data knows, linked into the method so that no config types them twice.
@@ -27,7 +30,8 @@ DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_cro
 
 
 class LightningSSLCLI(LightningCLI):
-    """LightningCLI in subclass mode over :class:`SSLMethod` and :class:`SSLDataModule`."""
+    """LightningCLI in subclass mode over ``LightningModule`` (every :class:`SSLMethod`, and the
+    offline evaluations of :mod:`lightning_ssl.eval`) and :class:`SSLDataModule`."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_TO_MODEL:
@@ -49,8 +53,8 @@ class LightningSSLCLI(LightningCLI):
 
     def _set_run_defaults(self) -> None:
         """Checkpoints under ``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` finds
-        them in a new process), written atomically unless the user chose a CheckpointIO, and
-        W&B group/tags from the method, dataset and backbone."""
+        them in a new process), written atomically unless the user chose a CheckpointIO, W&B
+        group/tags from the method, dataset and backbone, and a :class:`RunInfo` (``run.json``)."""
         trainer, model, data = self.trainer, self.model, self.datamodule
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -58,6 +62,10 @@ class LightningSSLCLI(LightningCLI):
             # Lightning 2.6's ModelCheckpoint.on_train_end still writes last.ckpt under
             # fast_dev_run, which would overwrite a real run's last.ckpt with a 1-step model.
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+        elif not any(isinstance(c, RunInfo) for c in trainer.callbacks):
+            # Not under fast_dev_run (it would overwrite a real run's run.json). First, so that
+            # a checkpoint saved at epoch end holds this epoch's time and images.
+            trainer.callbacks.insert(0, RunInfo())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
@@ -66,10 +74,13 @@ class LightningSSLCLI(LightningCLI):
                 init = logger._wandb_init
                 init.setdefault("group", type(model).__name__.lower())
                 dataset = type(data).__name__.removesuffix("DataModule").lower()
-                init.setdefault("tags", [dataset, model.hparams.backbone])
+                init.setdefault("tags", [dataset, model.hparams.get("backbone", "")])
 
     def before_fit(self) -> None:
         self._set_run_defaults()
+        # Linear evaluation trains on labelled single images, not on the pretraining views.
+        if callable(wrap := getattr(self.model, "wrap_datamodule", None)):
+            self.datamodule = wrap(self.datamodule)
 
     def before_validate(self) -> None:
         self._set_run_defaults()
@@ -81,7 +92,7 @@ class LightningSSLCLI(LightningCLI):
 def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
     """Run the CLI on ``args`` (default: ``sys.argv``) and return it (for tests and notebooks)."""
     return LightningSSLCLI(
-        SSLMethod,
+        LightningModule,
         SSLDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
@@ -110,4 +121,5 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in TOOLS:
         module_name, function = TOOLS[argv[0]].split(":")
         raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
-    run_cli(argv)
+    # None when they are sys.argv: LightningCLI warns when given both args and a command line.
+    run_cli(None if argv == sys.argv[1:] else argv)

@@ -140,6 +140,8 @@ class RunInfo(L.Callback):
         self._previous = {"wall_time_s": 0.0, "train_time_s": 0.0, "train_images": 0}
         self._train_time = 0.0
         self._train_images = 0
+        self._log_dir: str | None = None
+        self._global_batch: int | None = None
 
     # ------------------------------------------------------------------ state (resume)
     def _totals(self) -> dict[str, float]:
@@ -162,6 +164,11 @@ class RunInfo(L.Callback):
         self._train_time, self._train_images = 0.0, 0
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+        # Both are collective under DDP (a broadcast; a barrier when the loaders are built):
+        # every rank must call them, not only the one that writes.
+        self._log_dir = trainer.log_dir
+        global_batch = getattr(pl_module, "global_batch_size", None)
+        self._global_batch = global_batch() if callable(global_batch) else None
         if trainer.is_global_zero:
             self.info = self._static_info(trainer, pl_module)
             self._write(trainer, pl_module, status="running")
@@ -212,7 +219,6 @@ class RunInfo(L.Callback):
         """Fields that do not change during the run."""
         datamodule = getattr(trainer, "datamodule", None)
         hparams = dict(pl_module.hparams)
-        global_batch = getattr(pl_module, "global_batch_size", None)
         commit, dirty = git_commit(Path(__file__).resolve().parent)
         config_file = self._config_file(trainer)
         if config_file is not None:
@@ -227,7 +233,7 @@ class RunInfo(L.Callback):
             "dataset": type(datamodule).__name__ if datamodule is not None else None,
             "backbone": hparams.get("backbone"),
             "max_epochs": trainer.max_epochs,
-            "global_batch_size": global_batch() if callable(global_batch) else None,
+            "global_batch_size": self._global_batch,
             "batch_size_per_device": getattr(datamodule, "batch_size", None),
             "world_size": trainer.world_size,
             "precision": str(trainer.precision),
@@ -242,13 +248,12 @@ class RunInfo(L.Callback):
             "python": platform.python_version(),
             "command": sys.argv,
             "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "log_dir": trainer.log_dir,
+            "log_dir": self._log_dir,
             "default_root_dir": trainer.default_root_dir,
         }
 
-    @staticmethod
-    def _config_file(trainer: L.Trainer) -> Path | None:
-        for folder in (trainer.log_dir, trainer.default_root_dir):
+    def _config_file(self, trainer: L.Trainer) -> Path | None:
+        for folder in (self._log_dir, trainer.default_root_dir):
             if folder and (Path(folder) / "config.yaml").is_file():
                 return Path(folder) / "config.yaml"
         return None
@@ -275,7 +280,7 @@ class RunInfo(L.Callback):
             peak_memory_kind=memory_kind,
             metrics={k: v for k, v in metrics.items() if v is not None},
         )
-        folders = {os.path.abspath(f) for f in (trainer.log_dir, trainer.default_root_dir) if f}
+        folders = {os.path.abspath(f) for f in (self._log_dir, trainer.default_root_dir) if f}
         for folder in folders:
             os.makedirs(folder, exist_ok=True)
             write_json_atomic(Path(folder) / RUN_FILE, self.info)
