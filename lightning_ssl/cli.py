@@ -6,9 +6,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -102,24 +100,8 @@ def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
     )
 
 
-#: Commands besides LightningCLI's (fit, validate, test ...): name -> "module:function", each
-#: function taking the remaining arguments and returning an exit code.
-TOOLS = {
-    "compare": "lightning_ssl.compare:main",
-    "grid": "lightning_ssl.grid:main",
-    "export": "lightning_ssl.export:main",
-}
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``.
+    """Entry point of ``lightning-ssl`` (see :mod:`lightning_ssl.commands`)."""
+    from lightning_ssl.commands import main as commands_main
 
-    ``fit``/``validate``/``test``/``predict`` go to LightningCLI; ``compare``, ``grid`` and
-    ``export`` to their own modules (see :data:`TOOLS`).
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in TOOLS:
-        module_name, function = TOOLS[argv[0]].split(":")
-        raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
-    # None when they are sys.argv: LightningCLI warns when given both args and a command line.
-    run_cli(None if argv == sys.argv[1:] else argv)
+    commands_main(argv)

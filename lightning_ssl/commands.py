@@ -1,0 +1,34 @@
+"""The ``lightning-ssl`` command, light to start: tools are dispatched before Lightning loads.
+
+``fit``/``validate``/``test``/``predict`` go to LightningCLI (:func:`lightning_ssl.cli.run_cli`);
+``compare``, ``grid`` and ``export`` to their own modules (see :data:`TOOLS`), so that
+``lightning-ssl compare runs/*`` does not pay for importing torch and Lightning's trainer.
+
+Example:
+    ``lightning-ssl compare runs/simclr-cifar10 runs/byol-cifar10``
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: Commands besides LightningCLI's: name -> "module:function", each function taking the
+#: remaining arguments and returning an exit code.
+TOOLS = {
+    "compare": "lightning_ssl.compare:main",
+    "grid": "lightning_ssl.grid:main",
+    "export": "lightning_ssl.export:main",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        module_name, function = TOOLS[argv[0]].split(":")
+        raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
+    from lightning_ssl.cli import run_cli
+
+    # None when they are sys.argv: LightningCLI warns when given both args and a command line.
+    run_cli(None if argv == sys.argv[1:] else argv)
