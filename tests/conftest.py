@@ -69,3 +69,17 @@ def fashion_mnist_dir(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def imagewoof_dir(data_root: Path) -> Path:
     return data_root / "imagewoof2-160"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two on a 2-core machine (no spin-waits).
+
+    Use it per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ from tests.methods.test_learning import COMMON, NARROW
 LOCAL_CROPS = {"DINO": 2, "SwAV": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on a 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _LossDtype(L.Callback):
