@@ -70,6 +70,10 @@ class LightningSSLCLI(LightningCLI):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 init = logger._wandb_init
+                if init.get("dir"):
+                    # W&B's service process resolves a relative folder against its own working
+                    # directory (that of the first run in this process tree), not this run's.
+                    init["dir"] = logger._save_dir = os.path.abspath(init["dir"])
                 init.setdefault("group", type(model).__name__.lower())
                 dataset = type(data).__name__.removesuffix("DataModule").lower()
                 init.setdefault("tags", [dataset, model.hparams.get("backbone", "")])
@@ -79,6 +83,22 @@ class LightningSSLCLI(LightningCLI):
         # Linear evaluation trains on labelled single images, not on the pretraining views.
         if callable(wrap := getattr(self.model, "wrap_datamodule", None)):
             self.datamodule = wrap(self.datamodule)
+
+    def _finish_wandb(self) -> None:
+        # Lightning leaves the W&B run open: the next WandbLogger of this process (a notebook,
+        # run_cli in a loop) would silently log into it instead of starting its own run.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    def after_fit(self) -> None:
+        self._finish_wandb()
+
+    def after_validate(self) -> None:
+        self._finish_wandb()
+
+    def after_test(self) -> None:
+        self._finish_wandb()
 
     def before_validate(self) -> None:
         self._set_run_defaults()
