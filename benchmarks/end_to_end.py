@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lightning_ssl.commands import split_passthrough
 from lightning_ssl.compare import load_run, summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the config's own data settings instead of the GPU defaults above",
     )
-    argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if extra else 0)])
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)  # extra: for `fit`
+    args = parser.parse_args(own)
     root = Path(args.root or tempfile.mkdtemp(prefix="lightning-ssl-e2e-"))
     command = [
         sys.executable,

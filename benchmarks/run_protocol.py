@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from lightning_ssl.commands import split_passthrough
 from lightning_ssl.compare import compare, load_run
 from lightning_ssl.grid import loggers_for
 
@@ -103,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="the dataset folder of the protocol")
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "protocols")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
-    argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []  # more `fit` arguments
-    args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if extra else 0)])
+    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)  # extra: for `fit`
+    args = parser.parse_args(own)
     results = [run_method(args.protocol, m, args.root, args.data_dir, extra) for m in args.methods]
     runs = [load_run(path) for path, code in results if code == 0]
     table = compare(runs)

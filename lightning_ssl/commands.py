@@ -22,6 +22,19 @@ TOOLS = {
 }
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(own, extra)``: the arguments before ``--`` and those after it (passed to ``fit``).
+
+    Example:
+        >>> split_passthrough(["--config", "a.yaml", "--", "--trainer.max_epochs=1"])
+        (['--config', 'a.yaml'], ['--trainer.max_epochs=1'])
+    """
+    if "--" not in argv:
+        return list(argv), []
+    split = argv.index("--")
+    return list(argv[:split]), list(argv[split + 1 :])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
     argv = sys.argv[1:] if argv is None else argv

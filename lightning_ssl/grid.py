@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from lightning_ssl.commands import split_passthrough
+
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 
@@ -195,11 +197,7 @@ def run_points(points: Sequence[Point]) -> list[tuple[Point, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``lightning-ssl grid --config CFG --set KEY=V1,V2 ... [--dry-run] [-- EXTRA]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, extra = argv[:split], argv[split + 1 :]
+    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="lightning-ssl grid", description="Run a grid of `lightning-ssl fit` locally."
     )

@@ -17,13 +17,7 @@ from lightning_ssl.cli import main
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.export import export_backbone
 from lightning_ssl.methods import DINO, SimCLR, SSLMethod
-from tests.methods.helpers import SyntheticViews, quick_trainer
-
-SMALL_HEADS = {
-    SimCLR: dict(proj_hidden_dim=32, proj_dim=16),
-    DINO: dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
-}
-
+from tests.methods.helpers import SMALL_HEADS, SyntheticViews, quick_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def pretrain(cls: type[SSLMethod], path: Path, **backbone) -> Path:
     """``cls`` after one optimizer step (large LR: an EMA teacher lags the student)."""
     data = SyntheticViews(image_size=32, batch_size=4, n=4)
-    method = cls(lr=2.0, warmup_epochs=0, **backbone, **SMALL_HEADS[cls], **data.link())
+    method = cls(lr=2.0, warmup_epochs=0, **backbone, **SMALL_HEADS[cls.__name__], **data.link())
     trainer = quick_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(method, datamodule=data)
     trainer.save_checkpoint(path)

@@ -6,6 +6,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+#: Narrow heads for checkpoints made in tests, by method class name.
+SMALL_HEADS = {
+    "SimCLR": dict(proj_hidden_dim=32, proj_dim=16),
+    "DINO": dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
+}
+
 
 class _RandomViews(Dataset):
     def __init__(self, n: int, sizes: list[int], num_classes: int, seed: int) -> None:
