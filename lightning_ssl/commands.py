@@ -19,6 +19,7 @@ TOOLS = {
     "compare": "lightning_ssl.compare:main",
     "grid": "lightning_ssl.grid:main",
     "export": "lightning_ssl.export:main",
+    "configs": "lightning_ssl.packaged_configs:main",
 }
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
+import zipfile
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -58,3 +61,42 @@ def test_licence_and_type_marker_ship():
     assert PYPROJECT["project"]["license"] == "Apache-2.0"
     assert (REPO / "lightning_ssl" / "py.typed").exists()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["lightning_ssl"]
+
+
+def _build_wheel(out: Path) -> Path:
+    """A real (non-editable) wheel of the checkout, as ``pip install .`` would build it."""
+    import setuptools
+
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)]
+    if int(setuptools.__version__.split(".")[0]) >= 77:  # the build requirement: no download
+        command.append("--no-build-isolation")
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("lightning_ssl-*.whl")
+    return wheel
+
+
+def test_installed_wheel_ships_every_config_and_lists_them(tmp_path):
+    """A non-editable install has the configs: ``lightning-ssl configs`` finds each shipped one."""
+    wheel = _build_wheel(tmp_path / "dist")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+        names = set(archive.namelist())
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")}
+    assert shipped and {f"lightning_ssl/{p}" for p in shipped} <= names
+    assert "lightning_ssl/py.typed" in names
+    listing = subprocess.run(
+        [sys.executable, "-m", "lightning_ssl", "configs", "list"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        cwd=tmp_path, capture_output=True, text=True, check=True, timeout=120,
+    )
+    assert sorted(listing.stdout.split()) == sorted(p.removesuffix(".yaml")[8:] for p in shipped)
+
+
+def test_configs_command_copies_and_names_missing_configs(tmp_path):
+    from lightning_ssl.packaged_configs import config_path, main
+
+    assert main(["copy", "simclr", str(tmp_path)]) == 0
+    copied = tmp_path / "simclr" / "cifar10.yaml"
+    assert copied.read_bytes() == config_path("simclr/cifar10").read_bytes()
+    assert main(["copy", "simclr/cifar10", str(tmp_path)]) == 2  # never overwrites
+    assert main(["path", "simclr/cifar1"]) == 2
