@@ -44,8 +44,13 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         size = grad.shape[0] // dist.get_world_size()
+        if dist.get_backend() == dist.Backend.NCCL:
+            # One reduce-scatter: each rank receives only its slice of the summed gradient.
+            own = grad.new_empty((size, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(own, grad, op=dist.ReduceOp.SUM)
+            return own
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # gloo has no reduce-scatter
         return grad[dist.get_rank() * size : (dist.get_rank() + 1) * size]
 
 
@@ -53,7 +58,11 @@ def gather(x: Tensor) -> Tensor:
     """Concatenate ``x`` from all ranks along dim 0, differentiably.
 
     Every rank must pass the same shape. The backward sums gradients over ranks and returns
-    this rank's slice, so DDP's gradient averaging yields the single-process gradient.
+    this rank's slice, so DDP's gradient averaging yields the single-process gradient. On NCCL
+    the backward is one reduce-scatter (a rank receives only its slice of the sum); on gloo, which
+    has none, an all-reduce and a slice. (PyTorch's ``torch.distributed.nn.functional.all_gather``
+    does the same on NCCL, but its gloo backward, an all-to-all, returned wrong gradients for the
+    non-contiguous gradients of NT-Xent's gather in ``tests/losses/test_losses_ddp.py``.)
 
     Shape: (B, ...) -> (world_size * B, ...)
     """
