@@ -1,7 +1,8 @@
-"""Lightning callbacks: teachers, queues, online probe, kNN, guards, collapse monitor."""
+"""Lightning callbacks: teachers, queues, online probe, kNN, embedding plots, guards, collapse."""
 
 from lightning_ssl.callbacks.collapse import CollapseMonitor, embedding_std
 from lightning_ssl.callbacks.ema import EMA
+from lightning_ssl.callbacks.embedding_plot import EmbeddingPlot
 from lightning_ssl.callbacks.guards import NonFiniteLossError, NonFiniteLossGuard
 from lightning_ssl.callbacks.knn import KNNMonitor
 from lightning_ssl.callbacks.online_probe import OnlineLinearProbe
@@ -11,6 +12,7 @@ from lightning_ssl.callbacks.run_info import RunInfo
 __all__ = [
     "EMA",
     "CollapseMonitor",
+    "EmbeddingPlot",
     "KNNMonitor",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
