@@ -11,15 +11,13 @@ Example:
 """
 
 from lightning_ssl.data.batched import BatchedMultiCrop
-from lightning_ssl.data.datamodules import (
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    FashionMNISTDataModule,
-    ImageFolderDataModule,
-    SSLDataModule,
-    STL10DataModule,
-)
-from lightning_ssl.data.transforms import MultiCropTransform, ViewGroup, eval_transform, preset
+from lightning_ssl.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from lightning_ssl.data.datamodule import SSLDataModule
+from lightning_ssl.data.fashion_mnist import FashionMNISTDataModule
+from lightning_ssl.data.image_folder import ImageFolderDataModule
+from lightning_ssl.data.presets import preset
+from lightning_ssl.data.stl10 import STL10DataModule
+from lightning_ssl.data.transforms import MultiCropTransform, ViewGroup, eval_transform
 
 __all__ = [
     "BatchedMultiCrop",

@@ -1,4 +1,4 @@
-"""Multi-crop augmentation: view groups, the papers' presets and the evaluation transform.
+"""Multi-crop augmentation on the CPU: view groups, their pipelines and the evaluation transform.
 
 A training sample becomes a list of views. Views come in *groups* (:class:`ViewGroup`): every view
 of a group is drawn with the same crop size and augmentation strengths, but with its own random
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -33,10 +33,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Fashion-MNIST training set statistics, the grey channel replicated to RGB.
 FASHION_MNIST_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_MNIST_STD = (0.3530, 0.3530, 0.3530)
-
-#: Crops of at most this many pixels get no Gaussian blur in the presets (SimCLR drops blur on
-#: CIFAR; a 10%-of-the-crop kernel is 3 px there and only smears the few pixels there are).
-BLUR_MIN_SIZE = 64
 
 _PROBABILITIES = ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
 
@@ -119,95 +115,6 @@ def _ordered_pair(
             f"ViewGroup.{name} must satisfy {low} < min <= max <= {high}, got {value!r}"
         )
     return pair  # type: ignore[return-value]
-
-
-PRESETS = ("simclr", "moco", "byol", "dino", "swav", "none")
-
-
-def preset(
-    name: str, global_size: int, local_size: int | None = None, num_local: int = 0
-) -> list[ViewGroup]:
-    """The view groups of a paper's augmentation recipe.
-
-    Values (crop scale, colour jitter as (brightness, contrast, saturation, hue) with its
-    probability, grayscale, blur and solarisation probabilities) follow each paper:
-
-    * ``"simclr"`` -- SimCLR (Chen et al., 2020, appendix A): 2 views, scale (0.08, 1), jitter
-      (0.8s, 0.8s, 0.8s, 0.2s) with p 0.8, s = 1.0 on ImageNet and s = 0.5 for images <= 64 px
-      (the paper's CIFAR-10 recipe, appendix B.9), grayscale 0.2, blur 0.5.
-    * ``"moco"`` -- MoCo v2 (Chen et al., 2020, ``aug_plus`` of the official code): 2 views,
-      scale (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2, blur 0.5.
-    * ``"byol"`` -- BYOL (Grill et al., 2020, table 6): two asymmetric views, scale (0.08, 1),
-      jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2; view 1 blur 1.0 solarize 0.0, view 2
-      blur 0.1 solarize 0.2.
-    * ``"dino"`` -- DINO (Caron et al., 2021, ``main_dino.py``): BYOL's asymmetric globals with
-      scale (0.4, 1) and ``num_local`` local crops of scale (0.05, 0.4), blur 0.5. Without local
-      crops the globals use scale (0.14, 1), as the DINO code recommends.
-    * ``"swav"`` -- SwAV (Caron et al., 2020, multi-crop): 2 globals of scale (0.14, 1) and
-      ``num_local`` locals of scale (0.05, 0.14), jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale
-      0.2, blur 0.5.
-    * ``"none"`` -- 2 identical views: centre square crop resized to ``global_size``, no
-      augmentation (a sanity baseline).
-
-    Blur is disabled for every crop of at most 64 px (:data:`BLUR_MIN_SIZE`), as SimCLR does on
-    CIFAR. Local crops are appended only when ``num_local > 0``; ``simclr``, ``moco`` and ``byol``
-    then use SwAV's local crops (scale (0.05, 0.14)) with the global colour augmentation.
-
-    Args:
-        name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``none``.
-        global_size: Side of the global crops in pixels.
-        local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
-        num_local: Number of local crops.
-
-    Returns:
-        The view groups, global groups first.
-
-    Example:
-        >>> [(g.num, g.size, g.scale) for g in preset("dino", 224, 96, num_local=8)]
-        [(1, 224, (0.4, 1.0)), (1, 224, (0.4, 1.0)), (8, 96, (0.05, 0.4))]
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {name!r}; valid names: {', '.join(PRESETS)}")
-    if num_local < 0:
-        raise ValueError(f"num_local must be >= 0, got {num_local}")
-    local_size = local_size or default_local_size(global_size)
-    small = global_size <= BLUR_MIN_SIZE
-    byol = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
-    local_scale = (0.05, 0.14)
-    if name in ("simclr", "swav"):
-        s = 0.5 if name == "simclr" and small else 1.0
-        jitter = {"brightness": 0.8 * s, "contrast": 0.8 * s, "saturation": 0.8 * s, "hue": 0.2 * s}
-        scale = (0.08, 1.0) if name == "simclr" else (0.14, 1.0)
-        groups = [ViewGroup(2, global_size, scale, blur_prob=0.5, **jitter)]
-    elif name == "moco":
-        jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
-        groups = [ViewGroup(2, global_size, (0.2, 1.0), blur_prob=0.5, **jitter)]
-    elif name in ("byol", "dino"):
-        jitter = byol
-        scale = (0.08, 1.0) if name == "byol" else (0.4, 1.0) if num_local else (0.14, 1.0)
-        local_scale = (0.05, 0.4) if name == "dino" else local_scale
-        groups = [
-            ViewGroup(1, global_size, scale, blur_prob=1.0, **jitter),
-            ViewGroup(1, global_size, scale, blur_prob=0.1, solarize_prob=0.2, **jitter),
-        ]
-    else:  # none
-        plain = {"flip_prob": 0.0, "jitter_prob": 0.0, "grayscale_prob": 0.0}
-        return [ViewGroup(2, global_size, (1.0, 1.0), (1.0, 1.0), **plain)]
-    if num_local > 0:
-        groups.append(
-            ViewGroup(num_local, local_size, local_scale, blur_prob=0.5, local=True, **jitter)
-        )
-    return [replace(g, blur_prob=0.0) if g.size <= BLUR_MIN_SIZE else g for g in groups]
-
-
-def default_local_size(global_size: int) -> int:
-    """Local crop side scaled like 96 px locals for 224 px globals, at least 8 px.
-
-    Example:
-        >>> default_local_size(224), default_local_size(32)
-        (96, 14)
-    """
-    return max(8, round(global_size * 96 / 224))
 
 
 def blur_kernel_size(size: int) -> int:
@@ -314,11 +221,13 @@ class MultiCropTransform:
     once), blur, solarisation and normalisation on the tensor.
 
     Args:
-        groups: The view groups, e.g. from :func:`preset`. Global groups must precede local ones.
+        groups: The view groups, e.g. from :func:`~lightning_ssl.data.presets.preset`. Global
+            groups must precede local ones.
         mean: Per-channel mean used for normalisation.
         std: Per-channel standard deviation used for normalisation.
 
     Example:
+        >>> from lightning_ssl.data.presets import preset
         >>> transform = MultiCropTransform(preset("simclr", 32), CIFAR_MEAN, CIFAR_STD)
         >>> views = transform(torch.zeros(3, 32, 32, dtype=torch.uint8))
         >>> [tuple(v.shape) for v in views]

@@ -30,7 +30,7 @@ from lightning_ssl.data.batched import (
     sample_crop_boxes,
     solarize,
 )
-from lightning_ssl.data.datamodules import InMemoryDataModule
+from lightning_ssl.data.datamodule import InMemoryDataModule
 from lightning_ssl.data.datasets import (
     TensorImageDataset,
     load_image_tensor,

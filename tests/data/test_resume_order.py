@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_ssl.data.datamodules import InMemoryDataModule
+from lightning_ssl.data.datamodule import InMemoryDataModule
 from lightning_ssl.methods import SimCLR
 from tests.methods.helpers import quick_trainer
 

@@ -9,12 +9,12 @@ from jsonargparse import ArgumentParser
 from PIL import Image
 
 from lightning_ssl.data import MultiCropTransform, ViewGroup, eval_transform, preset
+from lightning_ssl.data.presets import PRESETS
 from lightning_ssl.data.transforms import (
     CIFAR_MEAN,
     CIFAR_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    PRESETS,
     RandomGaussianBlur,
     blur_kernel_size,
 )

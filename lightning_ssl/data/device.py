@@ -1,0 +1,117 @@
+"""Training batches on the training device: images kept there, padded batches, seeded views.
+
+Under ``batched_augmentation`` the training loader yields one of three batch forms, which
+:func:`unpack_training_batch` turns into ``(images, sizes, labels)`` for
+:class:`~lightning_ssl.data.batched.BatchedMultiCrop`:
+
+* ``(images, labels)``: ``uint8`` images of one size (in-memory datasets);
+* ``(images, sizes, labels)``: zero-padded images of different sizes with their true sizes
+  (ImageFolder, :func:`~lightning_ssl.data.datasets.pad_collate`);
+* ``(indices, labels)`` with ``images_on_device``: positions into the ``uint8`` training
+  images copied once to the device (:func:`copy_images_to`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from lightning_ssl.data.datasets import TensorImageDataset
+
+
+def tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
+    """The in-memory datasets behind ``dataset`` and the indices of its items in each.
+
+    Items come part by part (a subset mixing STL-10's labelled and unlabelled images is
+    grouped by part; the sampler shuffles anyway, and indices and labels are listed alike).
+    Handles :class:`TensorImageDataset`, :class:`~torch.utils.data.Subset` (``train_subset``)
+    and :class:`~torch.utils.data.ConcatDataset` (STL-10's train + unlabeled).
+
+    Example:
+        >>> data = TensorImageDataset(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.arange(4))
+        >>> [index.tolist() for _, index in tensor_parts(Subset(data, [3, 1]))]
+        [[3, 1]]
+    """
+    if isinstance(dataset, TensorImageDataset):
+        return [(dataset, torch.arange(len(dataset)))]
+    if isinstance(dataset, ConcatDataset):
+        return [part for inner in dataset.datasets for part in tensor_parts(inner)]
+    if isinstance(dataset, Subset):
+        inner = tensor_parts(dataset.dataset)
+        wanted = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        # Subset indices address the concatenation of the inner parts.
+        offsets = torch.tensor([0] + [len(index) for _, index in inner]).cumsum(0)
+        part_of = torch.searchsorted(offsets[1:], wanted, right=True)
+        parts = []
+        for number, (part, index) in enumerate(inner):
+            mask = part_of == number
+            if mask.any():
+                parts.append((part, index[wanted[mask] - offsets[number]]))
+        return parts
+    raise TypeError(
+        f"images_on_device needs in-memory (TensorImageDataset) training data, got "
+        f"{type(dataset).__name__}"
+    )
+
+
+def indices_and_labels(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """Positions ``0..N-1`` into :func:`copy_images_to`'s images and the matching labels."""
+    labels = torch.cat([part.labels[index] for part, index in tensor_parts(dataset)])
+    return torch.arange(len(labels)), labels
+
+
+def copy_images_to(dataset: Dataset, device: torch.device) -> Tensor:
+    """The ``uint8`` images of ``dataset`` (in :func:`tensor_parts` order) on ``device``.
+
+    The copy is built chunk by chunk, so memory-mapped data (STL-10) is never held twice in
+    host memory.
+    """
+    parts = tensor_parts(dataset)
+    count = sum(len(index) for _, index in parts)
+    shape = parts[0][0].images.shape[1:]
+    images = torch.empty((count, *shape), dtype=torch.uint8, device=device)
+    start = 0
+    for part, index in parts:
+        for chunk in index.split(4096):
+            images[start : start + len(chunk)] = part.images[chunk].to(device)
+            start += len(chunk)
+    return images
+
+
+def unpack_training_batch(
+    batch: Any, device_images: Callable[[torch.device], Tensor] | None = None
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``(images, sizes, labels)`` of a batch of the ``batched_augmentation`` loader.
+
+    ``device_images`` (given under ``images_on_device``) maps the batch's device to the
+    training images held there; the batch then holds their indices. ``sizes`` is ``None``
+    unless the images are zero-padded.
+
+    Example:
+        >>> images, sizes, labels = unpack_training_batch((torch.zeros(2, 3, 4, 4), torch.ones(2)))
+        >>> tuple(images.shape), sizes
+        ((2, 3, 4, 4), None)
+    """
+    if device_images is not None:
+        indices, labels = batch
+        return device_images(indices.device)[indices], None, labels
+    if len(batch) == 3:
+        images, sizes, labels = batch
+        return images, sizes, labels
+    images, labels = batch
+    return images, None, labels
+
+
+def seeded_generator(key: tuple[int, ...], device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by a hash of ``key`` (e.g. seed, rank, batch number).
+
+    Every process draws different parameters (the global RNG is seeded alike on all ranks),
+    and a resumed run, whose loop restores the batch count, draws the same ones.
+    """
+    seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+    return torch.Generator(device).manual_seed(seed >> 1)

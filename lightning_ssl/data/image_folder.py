@@ -1,0 +1,81 @@
+"""Any ImageFolder tree (ImageNet, Imagewoof ...), decoded lazily in the loader workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch.utils.data import Dataset
+
+from lightning_ssl.data.datamodule import SSLDataModule
+from lightning_ssl.data.datasets import ImageFolderDataset, pad_collate, scan_image_folder
+from lightning_ssl.data.readers import require_dir
+
+
+class ImageFolderDataModule(SSLDataModule):
+    """Any ImageFolder tree with training and validation folders (ImageNet, Imagewoof ...).
+
+    Images are decoded lazily with PIL in the loader workers (any mode converted to RGB);
+    evaluation resizes the short side to ``image_size / 0.875`` and centre-crops. The class count
+    comes from the listing of ``train_dir`` (cheap; no image is read) unless given.
+
+    Args:
+        data_dir: Folder holding ``train_dir`` and ``val_dir``.
+        train_dir: Training ImageFolder tree, relative to ``data_dir``.
+        val_dir: Validation ImageFolder tree, relative to ``data_dir``.
+        num_classes: Number of classes (default: the class folders of ``train_dir``).
+        **kwargs: The arguments of :class:`SSLDataModule`.
+
+    Example:
+        >>> dm = ImageFolderDataModule("imagewoof2-160", augmentation="dino", num_local_crops=8)
+        >>> dm.num_classes, [v.size for v in dm.views]  # doctest: +SKIP
+        (10, [224, 224, 96])
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        num_classes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("images_on_device"):
+            raise ValueError(
+                "images_on_device=True needs an in-memory dataset (CIFAR, STL-10, "
+                "Fashion-MNIST); an ImageFolder is decoded per image in the loader workers"
+            )
+        super().__init__(data_dir, **kwargs)
+        self.train_dir, self.val_dir, self._num_classes = train_dir, val_dir, num_classes
+        # The count read from the folders, as Lightning merges these hparams with the model's.
+        self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
+
+    def _folder(self, name: str, what: str) -> Path:
+        how = "expected an ImageFolder tree <data_dir>/<split>/<class>/<image>"
+        require_dir(self.data_dir, "ImageFolder data_dir", how)
+        return require_dir(self.data_dir / name, what, how)
+
+    @property
+    def num_classes(self) -> int:
+        """``num_classes`` if given, else the number of class folders of ``train_dir``."""
+        if self._num_classes is None:
+            root = self._folder(self.train_dir, "training folder")
+            self._num_classes = sum(
+                1 for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            )
+        return self._num_classes
+
+    #: Images of different sizes: zero-padded to the batch's largest, with their sizes.
+    train_collate_fn: ClassVar[Callable | None] = staticmethod(pad_collate)
+
+    def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
+        name = self.val_dir if split == "val" else self.train_dir
+        if name not in self._loaded:
+            root = self._folder(name, "validation folder" if split == "val" else "training folder")
+            self._loaded[name] = scan_image_folder(root)
+        # Batched augmentation: uint8 tensors decoded by torchvision.io in the loader workers.
+        as_tensor = split == "train" and self.batched_augmentation
+        return ImageFolderDataset(
+            self.data_dir / name, transform, samples=self._loaded[name], as_tensor=as_tensor
+        )
