@@ -37,6 +37,7 @@ from torchvision.transforms import v2
 
 from lightning_ssl.data.batched import BatchedMultiCrop
 from lightning_ssl.data.datasets import pad_collate, scan_image_folder
+from lightning_ssl.data.presets import preset
 from lightning_ssl.data.transforms import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -45,7 +46,6 @@ from lightning_ssl.data.transforms import (
     MultiCropTransform,
     ViewGroup,
     blur_kernel_size,
-    preset,
 )
 
 REPO = Path(__file__).resolve().parents[1]

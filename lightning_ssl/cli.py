@@ -1,4 +1,7 @@
-"""The ``lightning-ssl`` command: LightningCLI over every method and DataModule.
+"""LightningCLI over every method and DataModule: ``fit``, ``validate``, ``test``, ``predict``.
+
+The ``lightning-ssl`` command itself is :func:`lightning_ssl.commands.main`, which dispatches
+here (this module never imports it back).
 
 Example:
     ``lightning-ssl fit --config configs/simclr/cifar10.yaml --data.init_args.data_dir DIR``
@@ -118,10 +121,3 @@ def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``lightning-ssl`` (see :mod:`lightning_ssl.commands`)."""
-    from lightning_ssl.commands import main as commands_main
-
-    commands_main(argv)

@@ -13,7 +13,8 @@ import pytest
 import wandb
 from matplotlib.image import imread
 
-from lightning_ssl.cli import main, run_cli
+from lightning_ssl.cli import run_cli
+from lightning_ssl.commands import main
 from lightning_ssl.compare import compare, load_run, plot, read_wandb_records
 
 REPO = Path(__file__).resolve().parents[1]

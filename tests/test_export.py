@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_ssl.cli import main
+from lightning_ssl.commands import main
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.export import export_backbone
 from lightning_ssl.methods import DINO, SimCLR, SSLMethod

@@ -1,26 +1,18 @@
-"""The small base every method shares: backbone, optimizer and schedule, features for evaluation."""
+"""The small base every method shares: backbone, step output, evaluation features, hooks."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.nn.backbones import Backbone
-from lightning_ssl.optim import (
-    OptimizerName,
-    ScalingRule,
-    build_optimizer,
-    parameter_groups,
-    scaled_lr,
-)
-from lightning_ssl.schedules import linear_warmup_cosine
+from lightning_ssl.optim import OptimizerName, ScalingRule
+from lightning_ssl.optim_setup import assemble_optimizer, global_batch_size
 
 Batch = tuple[list[Tensor], Tensor]
 
@@ -178,59 +170,15 @@ class SSLMethod(L.LightningModule):
         check_checkpoint_method(checkpoint, type(self).__name__)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(
-            1, self.trainer.num_training_batches // self.trainer.accumulate_grad_batches
+        """The base's optimizer with per-step warm-up and cosine decay (:mod:`.optim_setup`)."""
+        self.effective_lr, config = assemble_optimizer(
+            self, self.hparams, self.param_group_overrides(), self.no_decay_group_options()
         )
-        warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
-        self.effective_lr = scaled_lr(hp.lr, self.global_batch_size(), hp.lr_scaling)
-        rank_zero_info(
-            f"{type(self).__name__}: lr {hp.lr} x ({hp.lr_scaling} rule, global batch "
-            f"{self.global_batch_size()}) = {self.effective_lr:.4g}; {warmup_steps} warm-up "
-            f"steps of {total_steps}"
-        )
-        if self.logger is not None:
-            self.logger.log_hyperparams(
-                {"effective_lr": self.effective_lr, "global_batch_size": self.global_batch_size()}
-            )
-        groups = parameter_groups(
-            self.named_parameters(),
-            hp.weight_decay,
-            self.param_group_overrides(),
-            self.no_decay_group_options(),
-        )
-        for group in groups:  # a group's "lr_scale" sets its peak LR relative to the others
-            group["lr"] = self.effective_lr * group.get("lr_scale", 1.0)
-        optimizer = build_optimizer(
-            hp.optimizer, groups, self.effective_lr, hp.weight_decay, momentum=hp.momentum
-        )
-
-        def factor(step: int, fixed: bool) -> float:
-            if fixed:
-                return 1.0
-            # step + 1: the first optimizer step already moves the weights during warm-up.
-            return linear_warmup_cosine(step + 1, warmup_steps, total_steps, end=hp.min_lr_ratio)
-
-        schedules = [functools.partial(factor, fixed=g.get("fixed_lr", False)) for g in groups]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return config
 
     def global_batch_size(self) -> int:
         """Images per optimizer step over all processes: devices x nodes x batch x accumulation."""
-        trainer = self.trainer
-        batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-        if batch is None:  # plain dataloaders: configure_optimizers may run before they load
-            if trainer.train_dataloader is None:
-                trainer.fit_loop.setup_data()
-            loader = trainer.train_dataloader
-            batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
-        if batch is None:
-            raise ValueError("cannot read the training batch size from the train dataloader")
-        return int(batch * trainer.world_size * trainer.accumulate_grad_batches)
+        return global_batch_size(self.trainer)
 
 
 def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
