@@ -69,14 +69,7 @@ def export_backbone(
             f"{type(method).__name__}.extract_features is not the output of one backbone: "
             "there is no torchvision/timm model to export"
         )
-    arch = backbone.name.removeprefix("timm:")
-    torchvision_arch = backbone.name in TORCHVISION_RESNETS
-    if format == "auto":
-        format = "torchvision" if torchvision_arch else "timm"
-    if format not in ("torchvision", "timm"):
-        raise ValueError(f"unknown format {format!r}; choose auto, torchvision or timm")
-    if format == "torchvision" and not torchvision_arch:
-        raise ValueError(f"{arch} is a timm model: export it with format='timm'")
+    arch, format = _export_format(backbone, format)
     # Backbone wraps the library's model as ``.model``: its own state dict has the library keys.
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
     hp = method.hparams
@@ -90,15 +83,34 @@ def export_backbone(
         "method": type(method).__name__,
         "checkpoint": str(Path(checkpoint).resolve()),
     }
-    prefix = Path(output)
+    return {**meta, "files": _write_files(Path(output), state, meta)}
+
+
+def _export_format(backbone: Backbone, format: ExportFormat) -> tuple[str, str]:
+    """``(arch, format)``: the library's model name and the key format, ``auto`` resolved."""
+    arch = backbone.name.removeprefix("timm:")
+    torchvision_arch = backbone.name in TORCHVISION_RESNETS
+    if format == "auto":
+        format = "torchvision" if torchvision_arch else "timm"
+    if format not in ("torchvision", "timm"):
+        raise ValueError(f"unknown format {format!r}; choose auto, torchvision or timm")
+    if format == "torchvision" and not torchvision_arch:
+        raise ValueError(f"{arch} is a timm model: export it with format='timm'")
+    return arch, format
+
+
+def _write_files(prefix: Path, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
+    """Write ``<prefix>.{pt,safetensors,json}`` (a file suffix on ``prefix`` is dropped)."""
     if prefix.suffix in (".pt", ".safetensors", ".json"):
         prefix = prefix.with_suffix("")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     files = {ext: f"{prefix}.{ext}" for ext in ("pt", "safetensors", "json")}
     torch.save(state, files["pt"])
-    save_file(state, files["safetensors"], metadata={"arch": arch, "format": format})
+    save_file(
+        state, files["safetensors"], metadata={"arch": meta["arch"], "format": meta["format"]}
+    )
     Path(files["json"]).write_text(json.dumps(meta, indent=2) + "\n")
-    return {**meta, "files": files}
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from lightning_ssl.cli import run_cli
 from lightning_ssl.compare import load_run
-from lightning_ssl.eval.knn import knn_predict
+from lightning_ssl.nn.knn import knn_predict
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lightning_ssl import distributed
 from lightning_ssl.callbacks.online_probe import topk_correct
-from lightning_ssl.eval.knn import knn_predict
+from lightning_ssl.nn.knn import knn_predict
 
 
 class KNNMonitor(L.Callback):

@@ -59,6 +59,20 @@ SPLITS = ("train", "train_eval", "val")
 _STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("val",), "predict": ("val",)}
 
 
+def _check_arguments(
+    batched_augmentation: bool, images_on_device: bool, **bounded: tuple[int | None, int]
+) -> None:
+    """Raise ``ValueError`` on a contradiction or a ``name=(value, low)`` below its bound."""
+    if images_on_device and not batched_augmentation:
+        raise ValueError(
+            "images_on_device=True needs batched_augmentation=True: the images held on the "
+            "device are augmented there, the loader only yields their indices"
+        )
+    for name, (value, low) in bounded.items():
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
 class SSLDataModule(LightningDataModule):
     """Base class: multi-crop training views, evaluation loaders, subsets and the CLI links.
 
@@ -119,50 +133,50 @@ class SSLDataModule(LightningDataModule):
         images_on_device: bool = False,
     ) -> None:
         super().__init__()
-        if images_on_device and not batched_augmentation:
-            raise ValueError(
-                "images_on_device=True needs batched_augmentation=True: the images held on the "
-                "device are augmented there, the loader only yields their indices"
-            )
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("num_local_crops", num_local_crops, 0),
-            ("eval_batch_size", eval_batch_size, 1),
-            ("train_subset", train_subset, 1),
-            ("val_subset", val_subset, 1),
-        ):
-            if value is not None and value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
+        _check_arguments(
+            batched_augmentation,
+            images_on_device,
+            batch_size=(batch_size, 1),
+            num_workers=(num_workers, 0),
+            num_local_crops=(num_local_crops, 0),
+            eval_batch_size=(eval_batch_size, 1),
+            train_subset=(train_subset, 1),
+            val_subset=(val_subset, 1),
+        )
         self._views = self._resolve_views(
             augmentation, image_size, num_local_crops, local_size, views
         )
         self.save_hyperparameters()
-        # Resolved values, as Lightning merges these hparams with the model's (linked) ones;
-        # views as plain dicts keep hparams.yaml readable and checkpoints free of custom classes.
-        image_size = self._views[0].size
-        resolved = {
-            "image_size": image_size,
-            "num_local_crops": self.num_local_crops,
-            "views": None if views is None else [asdict(v) for v in self._views],
-        }
-        self.hparams.update(resolved)
-        self._hparams_initial.update(resolved)
+        self._record_resolved_hparams(explicit_views=views is not None)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.eval_batch_size = eval_batch_size or batch_size
-        self._image_size = image_size
+        self._image_size = self._views[0].size
         self._datasets: dict[str, Dataset] = {}
         self._loaded: dict[str, Any] = {}  # arrays / folder scans shared by the splits
         self.batched_augmentation, self.images_on_device = batched_augmentation, images_on_device
+        self._device_images: Tensor | None = None  # images_on_device: the training images
+        self._make_transforms()
+
+    def _record_resolved_hparams(self, explicit_views: bool) -> None:
+        # Resolved values, as Lightning merges these hparams with the model's (linked) ones;
+        # views as plain dicts keep hparams.yaml readable and checkpoints free of custom classes.
+        resolved = {
+            "image_size": self._views[0].size,
+            "num_local_crops": self.num_local_crops,
+            "views": [asdict(v) for v in self._views] if explicit_views else None,
+        }
+        self.hparams.update(resolved)
+        self._hparams_initial.update(resolved)
+
+    def _make_transforms(self) -> None:
         # The CPU path transforms each training image in the loader; the batched path leaves
         # the uint8 images to BatchedMultiCrop after the transfer to the training device.
         self.train_transform: Callable | None = MultiCropTransform(self._views, self.mean, self.std)
         self.batched_transform: BatchedMultiCrop | None = None
-        if batched_augmentation:
+        if self.batched_augmentation:
             self.train_transform = None
             self.batched_transform = BatchedMultiCrop(self._views, self.mean, self.std)
-        self._device_images: Tensor | None = None  # images_on_device: the training images
         self.val_transform = eval_transform(self.image_size, self.mean, self.std, self.eval_resize)
 
     def _resolve_views(

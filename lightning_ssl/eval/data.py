@@ -203,15 +203,29 @@ def encode_dataset(
     """
     dataset = loader.dataset
     size, world, rank = len(dataset), distributed.world_size(), distributed.rank()
-    shard = list(range(rank, size, world))
     shard_loader = DataLoader(
-        Subset(dataset, shard),
+        Subset(dataset, list(range(rank, size, world))),
         batch_size=loader.batch_size,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
     )
+    feats, labels = _encode_batches(encoder, shard_loader, device, normalize, context)
+    dim = feats[0].shape[1] if feats else _feature_dim(encoder, dataset, device)
+    local = torch.cat(feats) if feats else torch.zeros(0, dim, device=device)
+    local_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    return _gather_in_dataset_order(local, local_labels, size, world, device)
+
+
+def _encode_batches(
+    encoder: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    normalize: bool,
+    context: Callable[[], Any] | None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Float32 (optionally L2-normalized) features and labels of each batch of ``loader``."""
     feats, labels = [], []
-    for images, targets in shard_loader:
+    for images, targets in loader:
         if context is None:
             out = encoder(images.to(device, non_blocking=True))
         else:
@@ -220,10 +234,15 @@ def encode_dataset(
         out = out.float()
         feats.append(F.normalize(out, dim=1) if normalize else out)
         labels.append(targets.to(device))
+    return feats, labels
+
+
+def _gather_in_dataset_order(
+    local: Tensor, local_labels: Tensor, size: int, world: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Every rank's shard (items ``rank, rank + world, ...``) gathered back into item order."""
+    dim = local.shape[1]
     per_rank = -(-size // world)
-    dim = feats[0].shape[1] if feats else _feature_dim(encoder, dataset, device)
-    local = torch.cat(feats) if feats else torch.zeros(0, dim, device=device)
-    local_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
     pad = per_rank - local.shape[0]  # shards differ by at most one item
     local = torch.cat([local, local.new_zeros(pad, dim)])
     local_labels = torch.cat([local_labels, local_labels.new_full((pad,), -1)])

@@ -14,8 +14,8 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.eval.data import encode_dataset
-from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
+from lightning_ssl.nn.knn import knn_predict
 
 
 class KNNEvaluation(L.LightningModule):
@@ -25,7 +25,7 @@ class KNNEvaluation(L.LightningModule):
     transform (``datamodule.train_eval_dataloader()``) is encoded by the checkpoint's frozen
     encoder, each process taking every ``world_size``-th image, and gathered so that every rank
     holds the whole L2-normalized bank. Each validation image's ``k`` nearest bank features
-    (cosine) vote with weight ``exp(s / T)`` (:func:`~lightning_ssl.eval.knn.knn_predict`,
+    (cosine) vote with weight ``exp(s / T)`` (:func:`~lightning_ssl.nn.knn.knn_predict`,
     scanning the bank in chunks). Logs ``knn/top1`` and ``knn/top5``, accumulated over the
     whole split on every process. Run it with ``validate`` (or ``test``); it has nothing to fit.
     The float32 bank takes ``N x D x 4`` bytes on every device (ImageNet with a ResNet-50:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from lightning_ssl.callbacks import KNNMonitor, OnlineLinearProbe
 from lightning_ssl.callbacks.online_probe import topk_correct
-from lightning_ssl.eval.knn import knn_predict
+from lightning_ssl.nn.knn import knn_predict
 from tests.callbacks.helpers import ClusterData, FeatureModule, trainer
 from tests.ddp_utils import lightning_env, run_distributed
 

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from lightning_ssl.eval.knn import knn_predict
+from lightning_ssl.nn.knn import knn_predict
 
 
 def _oracle(query, bank, labels, num_classes, k, t):

@@ -15,10 +15,10 @@ from lightning_ssl import distributed
 from lightning_ssl.cli import run_cli
 from lightning_ssl.data import CIFAR10DataModule
 from lightning_ssl.eval.data import encode_dataset
-from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.eval.knn_eval import KNNEvaluation
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.methods import BYOL
+from lightning_ssl.nn.knn import knn_predict
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
 REPO = Path(__file__).resolve().parents[2]
