@@ -100,7 +100,8 @@ class MoCoV3(SSLMethod):
 
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.Sequential(self.backbone, self.projector)
-        ema = EMA(student, self.teacher, self.hparams.tau_base, self.hparams.tau_final)
+        hp = self.hparams
+        ema = EMA(student, self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
         return [*super().configure_callbacks(), ema]
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
