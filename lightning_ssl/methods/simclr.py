@@ -77,7 +77,7 @@ class SimCLR(SSLMethod):
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         views, _ = batch
         h = self.encode(self.backbone, views)
-        z = [self.projector(h_v) for h_v in h]
+        z = self.encode(self.projector, h)  # one batch, as the official head's BatchNorm sees
         T, tile = self.hparams.temperature, self.hparams.loss_tile_size
         loss = nt_xent_loss(z, T) if tile is None else tiled_nt_xent_loss(z, T, tile_size=tile)
         loss = self.hparams.loss_scale * loss
