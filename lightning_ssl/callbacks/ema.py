@@ -1,7 +1,8 @@
 """Exponential moving average (momentum) teacher: BYOL's target network, MoCo's key encoder, DINO.
 
 After every optimizer step: ``teacher <- tau * teacher + (1 - tau) * student`` for floating-point
-parameters, and buffers (BatchNorm running statistics) copied from the student. ``tau`` is a pure
+parameters; buffers (BatchNorm running statistics) are copied from the student, averaged the
+same way, or left to the teacher's own forward passes (``buffers``). ``tau`` is a pure
 function of ``trainer.global_step`` (:func:`lightning_ssl.schedules.cosine_schedule`), so resuming
 continues the schedule exactly; the teacher weights live in the LightningModule's state_dict.
 """
@@ -16,6 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.schedules import cosine_schedule
+
+#: What the EMA does with the teacher's buffers after each step: ``"copy"`` the student's,
+#: average the floating-point ones like the parameters (``"ema"``; integer ones are copied), or
+#: ``"leave"`` them to the teacher's own forward passes in training mode.
+BufferPolicy = Literal["copy", "ema", "leave"]
 
 
 @torch.no_grad()
@@ -37,11 +43,20 @@ def _copy_(targets: list[Tensor], sources: list[Tensor]) -> None:
         torch._foreach_copy_(targets, sources)
 
 
-def _split(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """By name: (floating-point parameters, the rest: integer parameters and all buffers)."""
-    params = dict(module.named_parameters())
-    averaged = {n: p for n, p in params.items() if p.is_floating_point()}
-    copied = {n: p for n, p in params.items() if n not in averaged} | dict(module.named_buffers())
+def _split(module: nn.Module, buffers: BufferPolicy) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """By name: (tensors averaged, tensors copied); buffers per ``buffers``, ``"leave"`` none.
+
+    Floating-point parameters are averaged, integer ones copied.
+    """
+    tensors = dict(module.named_parameters())
+    if buffers != "leave":
+        tensors |= {f"buffer:{n}": b for n, b in module.named_buffers()}
+    averaged = {
+        n: t
+        for n, t in tensors.items()
+        if t.is_floating_point() and (buffers == "ema" or not n.startswith("buffer:"))
+    }
+    copied = {n: t for n, t in tensors.items() if n not in averaged}
     return averaged, copied
 
 
@@ -81,6 +96,11 @@ class EMA(pl.Callback):
         schedule: ``"cosine"`` (BYOL's ``1 - (1 - base)(cos(pi k / K) + 1) / 2`` with ``K`` the
             trainer's total optimizer steps) or ``"constant"`` (MoCo: ``base_tau`` throughout).
         name: Distinguishes several EMA callbacks: state key and logged metric ``train/<name>_tau``.
+        buffers: ``"copy"`` the student's buffers after each step; ``"ema"``: average them like
+            the parameters; ``"leave"``: the teacher keeps its own, which its forward passes in
+            training mode update (the official MoCo v2/v3, BYOL and DINO, whose momentum
+            updates loop over ``parameters()`` only). With ``"leave"`` a teacher evaluated in
+            eval mode (DINO) uses the running statistics of its own batches.
 
     Example:
         >>> def configure_callbacks(self):  # doctest: +SKIP
@@ -96,16 +116,19 @@ class EMA(pl.Callback):
         final_tau: float = 1.0,
         schedule: Literal["cosine", "constant"] = "cosine",
         name: str = "ema",
+        buffers: BufferPolicy = "copy",
     ) -> None:
         if not (0.0 <= base_tau <= 1.0 and 0.0 <= final_tau <= 1.0):
             raise ValueError(f"tau must lie in [0, 1], got base={base_tau}, final={final_tau}")
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        if buffers not in ("copy", "ema", "leave"):
+            raise ValueError(f"buffers must be 'copy', 'ema' or 'leave', got {buffers!r}")
         if teacher is student:
             raise ValueError("teacher and student must be different modules")
         self.student, self.teacher = student, teacher
         self.base_tau, self.final_tau = base_tau, final_tau
-        self.schedule, self.name = schedule, name
+        self.schedule, self.name, self.buffers = schedule, name, buffers
         self._total_steps: int | float = 0
         self._last_step = 0
         self._tensors: tuple[list[Tensor], ...] | None = None
@@ -151,7 +174,7 @@ class EMA(pl.Callback):
 
     @torch.no_grad()
     def update(self, tau: float) -> None:
-        """One EMA step of the floating-point parameters; buffers and the rest are copied."""
+        """One EMA step of the floating-point parameters (and buffers per ``buffers``)."""
         if self._tensors is None:
             self._tensors = self._match()
         t_avg, s_avg, t_copy, s_copy = self._tensors
@@ -160,13 +183,19 @@ class EMA(pl.Callback):
 
     def _match(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         """Teacher and student tensors paired by name: averaged ones, then copied ones."""
-        (t_avg, t_copy), (s_avg, s_copy) = _split(self.teacher), _split(self.student)
+        (t_avg, t_copy) = _split(self.teacher, self.buffers)
+        (s_avg, s_copy) = _split(self.student, self.buffers)
         return (*_paired(t_avg, s_avg), *_paired(t_copy, s_copy))
 
     @torch.no_grad()
     def _copy_student(self) -> None:
-        t_avg, s_avg, t_copy, s_copy = self._match()
-        _copy_(t_avg + t_copy, s_avg + s_copy)
+        """The teacher starts as an exact copy, buffers included, whatever ``buffers`` says."""
+        (t_avg, t_copy), (s_avg, s_copy) = (
+            _split(self.teacher, "copy"),
+            _split(self.student, "copy"),
+        )
+        teacher, student = _paired(t_avg | t_copy, s_avg | s_copy)
+        _copy_(teacher, student)
 
     def _validate(self, pl_module: pl.LightningModule) -> None:
         t, s = self.teacher, self.student

@@ -7,7 +7,10 @@ method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
 from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
-from lightning_ssl.losses.similarity import negative_cosine_similarity
+from lightning_ssl.losses.similarity import (
+    negative_cosine_similarity,
+    normalized_squared_distance,
+)
 from lightning_ssl.losses.swav import sinkhorn_knopp, swav_loss
 from lightning_ssl.losses.tiled import tiled_info_nce_loss, tiled_logsumexp, tiled_nt_xent_loss
 from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
@@ -19,6 +22,7 @@ __all__ = [
     "dino_teacher_entropy",
     "info_nce_loss",
     "negative_cosine_similarity",
+    "normalized_squared_distance",
     "nt_xent_loss",
     "sinkhorn_knopp",
     "swav_loss",

@@ -32,3 +32,18 @@ def negative_cosine_similarity(p: Tensor, z: Tensor) -> Tensor:
         tensor(-0.5000)
     """
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+
+@float32
+def normalized_squared_distance(p: Tensor, z: Tensor) -> Tensor:
+    """Mean over rows of ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, stopgrad(z))`` (BYOL, eq. 2).
+
+    The official ``helpers.regression_loss`` (deepmind-research ``byol/utils/helpers.py``) and
+    solo-learn's ``byol_loss_func``: twice the gradient of :func:`negative_cosine_similarity`.
+
+    Example:
+        >>> import torch
+        >>> normalized_squared_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 5.0]]))
+        tensor(2.)
+    """
+    return (F.normalize(p, dim=-1) - F.normalize(z.detach(), dim=-1)).pow(2).sum(dim=-1).mean()

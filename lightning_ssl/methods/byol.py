@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from torch import nn
 
 from lightning_ssl.callbacks import EMA
-from lightning_ssl.losses import negative_cosine_similarity
+from lightning_ssl.losses import negative_cosine_similarity, normalized_squared_distance
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP
 from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName
+
+BYOL_LOSSES = {
+    "squared_distance": normalized_squared_distance,
+    "neg_cosine": negative_cosine_similarity,
+}
 
 
 class BYOL(SSLMethod):
@@ -21,9 +26,15 @@ class BYOL(SSLMethod):
 
     The online network predicts ``p = q(g(f(x)))``; the target network (an EMA of ``f`` and
     ``g``, ``xi <- tau xi + (1 - tau) theta``) gives ``t = g'(f'(x'))`` of the other view; the
-    loss is symmetrized, ``D(p1, t2) + D(p2, t1)`` with ``D = -cos`` and ``t`` detached. The paper
-    writes each term as ``||p/|p| - t/|t|||^2 = 2 - 2 cos``: our loss is ``(L_paper - 4) / 2``,
-    the same gradients up to a factor 2 that the learning rate absorbs.
+    loss is symmetrized, ``D(p1, t2) + D(p2, t1)`` with ``t`` detached and, by default, the
+    paper's ``D = ||p/|p| - t/|t|||^2 = 2 - 2 cos`` (eq. 2; official ``regression_loss`` summed
+    over both directions, as solo-learn). ``loss_form="neg_cosine"`` uses ``D = -cos``: the
+    paper's loss ``(L - 4) / 2``, half its gradient (with LARS, biases and BatchNorm then move
+    half as far at the paper's learning rate).
+
+    The target network's BatchNorm running statistics are its own (it runs in training mode,
+    with batch statistics, and the EMA averages parameters only), as the official code keeps a
+    separate ``target_state``; evaluation uses the online network.
 
     Multi-crop (not in the paper): the student sees every crop, the teacher only the global
     ones; each teacher global crop is predicted by every other crop, those losses are averaged,
@@ -32,8 +43,8 @@ class BYOL(SSLMethod):
     official code); local crops are batched together.
 
     Paper defaults (ImageNet, batch 4096, 1000 epochs): projector and predictor MLPs with hidden
-    4096 and BN, output 256; tau 0.996 -> 1 (cosine); LARS, lr 0.2 per 256, weight decay 1.5e-6,
-    10 warm-up epochs.
+    4096 and BN, output 256, the output layer without bias (official ``networks.py``); tau
+    0.996 -> 1 (cosine); LARS, lr 0.2 per 256, weight decay 1.5e-6, 10 warm-up epochs.
 
     Args:
         proj_hidden_dim: projector hidden width (4096).
@@ -41,6 +52,10 @@ class BYOL(SSLMethod):
         pred_hidden_dim: predictor hidden width (4096).
         tau_base: initial target decay rate (0.996).
         tau_final: final target decay rate, reached with a cosine schedule (1.0).
+        loss_form: ``"squared_distance"`` (paper, official code, solo-learn: ``2 - 2 cos``) or
+            ``"neg_cosine"`` (``-cos``, half the gradient; this library's form before).
+        heads_last_bias: bias in the last linear layer of projector and predictor (official:
+            none; solo-learn: yes).
         optimizer: LARS.
         lr: base learning rate per 256 images (0.2).
         weight_decay: 1.5e-6.
@@ -56,19 +71,24 @@ class BYOL(SSLMethod):
         pred_hidden_dim: int = 4096,
         tau_base: float = 0.996,
         tau_final: float = 1.0,
+        loss_form: Literal["squared_distance", "neg_cosine"] = "squared_distance",
+        heads_last_bias: bool = False,
         optimizer: OptimizerName = "lars",
         lr: float = 0.2,
         weight_decay: float = 1.5e-6,
         **kwargs: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
-        self.projector = MLP(self.backbone.dim, proj_hidden_dim, proj_dim)
-        self.predictor = MLP(proj_dim, pred_hidden_dim, proj_dim)
+        self.projector = MLP(
+            self.backbone.dim, proj_hidden_dim, proj_dim, last_bias=heads_last_bias
+        )
+        self.predictor = MLP(proj_dim, pred_hidden_dim, proj_dim, last_bias=heads_last_bias)
         self.teacher = frozen_copy(nn.Sequential(self.backbone, self.projector))
 
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.Sequential(self.backbone, self.projector)
-        ema = EMA(student, self.teacher, self.hparams.tau_base, self.hparams.tau_final)
+        hp = self.hparams
+        ema = EMA(student, self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
         return [*super().configure_callbacks(), ema]
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
@@ -81,10 +101,9 @@ class BYOL(SSLMethod):
         p = [self.predictor(z_v) for z_v in z]
         with torch.no_grad():
             t = [self.teacher(x) for x in views[:n_global]]
+        D = BYOL_LOSSES[self.hparams.loss_form]
         loss = sum(
-            torch.stack(
-                [negative_cosine_similarity(p_i, t_j) for i, p_i in enumerate(p) if i != j]
-            ).mean()
+            torch.stack([D(p_i, t_j) for i, p_i in enumerate(p) if i != j]).mean()
             for j, t_j in enumerate(t)
         )
         return self.step_output(loss, h[:n_global], embeddings=z[:n_global])

@@ -33,6 +33,11 @@ class DINO(SSLMethod):
     during the first ``freeze_last_layer_epochs``. Evaluation (``extract_features``, the probe's
     training features) uses the teacher backbone, as DINO reports the teacher.
 
+    The EMA averages parameters only (official ``main_dino.py``: the momentum update loops over
+    ``parameters()``): a BatchNorm backbone's teacher normalizes with its own batch statistics
+    in training and evaluates with the running statistics of its own forward passes, never
+    the student's.
+
     Args:
         out_dim: head output size ``K`` (DINO: 65,536).
         hidden_dim: head MLP width (DINO: 2048).
@@ -97,7 +102,7 @@ class DINO(SSLMethod):
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
         hp = self.hparams
-        ema = EMA(student, self.teacher, base_tau=hp.tau_base, final_tau=hp.tau_final)
+        ema = EMA(student, self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
         return [*super().configure_callbacks(), ema]
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:

@@ -33,7 +33,9 @@ class MoCo(SSLMethod):
     from the queries' samples. On a single device shuffling does nothing (one batch, one set of
     statistics, as with SimCLR's global BN, which leaks more the smaller the batch): train on
     several devices, or set ``trainer.sync_batchnorm: true`` (GPU only) for global BN instead.
-    Each view is its own forward pass, as in the official code.
+    Each view is its own forward pass, as in the official code. The momentum update averages
+    parameters only (official ``_momentum_update_key_encoder``): the key encoder's BatchNorm
+    running statistics come from its own (shuffled) forward passes.
 
     Args:
         temperature: InfoNCE temperature (v1: 0.07, v2: 0.2).
@@ -89,7 +91,7 @@ class MoCo(SSLMethod):
         student = nn.Sequential(self.backbone, self.projector)
         return [
             *super().configure_callbacks(),
-            EMA(student, self.teacher, hp.tau_base, hp.tau_final, schedule),
+            EMA(student, self.teacher, hp.tau_base, hp.tau_final, schedule, buffers="leave"),
             QueueUpdater(self.queue, output_key="queue_keys"),
         ]
 

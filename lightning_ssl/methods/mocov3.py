@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -14,6 +14,7 @@ from lightning_ssl.losses import info_nce_loss, tiled_info_nce_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn import MLP
 from lightning_ssl.nn.teacher import frozen_copy
+from lightning_ssl.nn.vit import mocov3_vit_init_, use_sincos_position_embedding
 from lightning_ssl.optim import OptimizerName
 
 
@@ -32,7 +33,10 @@ class MoCoV3(SSLMethod):
     1000 epochs, with wd 1.5e-6 and momentum 0.996 for 1000; official ``CONFIG.md``). The
     official PyTorch ResNet code uses a 2-layer projector and no BN at the predictor's output
     (``proj_num_layers=2, pred_last_batch_norm=False``). ViTs: T = 0.2, AdamW lr 1.5e-4 per 256,
-    weight decay 0.1, 40 warm-up epochs, and ``freeze_patch_embed=True``.
+    weight decay 0.1, 40 warm-up epochs, and ``freeze_patch_embed=True``; the official ViT has a
+    fixed 2-D sin-cos position embedding and its own initialization (``vits.py``), our defaults
+    for timm ViT backbones (``sincos_pos_embed``, ``vit_init``; CNNs ignore both). The official
+    ViT-S has 12 heads (timm's ``vit_small_patch16_224`` 6: ``backbone_kwargs: {num_heads: 12}``).
 
     Args:
         temperature: softmax temperature (ResNet: 1.0, ViT: 0.2).
@@ -45,6 +49,11 @@ class MoCoV3(SSLMethod):
         tau_final: final momentum, reached with a cosine schedule (1.0).
         freeze_patch_embed: keep a ViT's random patch embedding frozen (the paper's stability
             trick, ``--stop-grad-conv1``); the backbone must have a ``patch_embed``.
+        sincos_pos_embed: ViTs: replace timm's learned position embedding by the official fixed
+            2-D sin-cos one (:func:`~lightning_ssl.nn.vit.sincos_2d_position_embedding`).
+        vit_init: ViTs: ``"mocov3"`` re-initializes as the official ``VisionTransformerMoCo``
+            (Xavier-uniform, ``qkv`` split in three, the patch projection that
+            ``freeze_patch_embed`` keeps); ``"timm"`` keeps timm's initialization.
         optimizer: LARS (ResNet) or AdamW (ViT).
         lr: base learning rate per 256 images.
         weight_decay: 1e-6 (ResNet) or 0.1 (ViT).
@@ -65,6 +74,8 @@ class MoCoV3(SSLMethod):
         tau_base: float = 0.99,
         tau_final: float = 1.0,
         freeze_patch_embed: bool = False,
+        sincos_pos_embed: bool = True,
+        vit_init: Literal["mocov3", "timm"] = "mocov3",
         optimizer: OptimizerName = "lars",
         lr: float = 0.6,
         weight_decay: float = 1e-6,
@@ -72,6 +83,12 @@ class MoCoV3(SSLMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
+        vit = self.backbone.model
+        if hasattr(vit, "pos_embed") and hasattr(vit, "patch_embed"):  # a timm ViT
+            if vit_init == "mocov3":
+                mocov3_vit_init_(vit)
+            if sincos_pos_embed:
+                use_sincos_position_embedding(vit)
         if freeze_patch_embed:
             patch_embed = getattr(self.backbone.model, "patch_embed", None)
             if patch_embed is None:
@@ -100,7 +117,8 @@ class MoCoV3(SSLMethod):
 
     def configure_callbacks(self) -> list[L.Callback]:
         student = nn.Sequential(self.backbone, self.projector)
-        ema = EMA(student, self.teacher, self.hparams.tau_base, self.hparams.tau_final)
+        hp = self.hparams
+        ema = EMA(student, self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
         return [*super().configure_callbacks(), ema]
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:

@@ -27,9 +27,11 @@ class SwAV(SSLMethod):
     get no update during the first ``freeze_prototypes_steps`` optimizer steps.
 
     With ``queue_size > 0``, from epoch ``queue_start_epoch`` on each global crop keeps a queue of
-    its past projections (all processes); their scores join the batch in Sinkhorn-Knopp and only
-    the batch's codes are kept. Each process uses its own share of the (gathered, identical)
-    queue, so the global Sinkhorn sees every stored row once, as the official per-GPU queues.
+    its past projections (all processes); once the queue is full (official ``main_swav.py``:
+    ``use_the_queue`` turns on when the queue's last row is non-zero) their scores join the
+    batch in Sinkhorn-Knopp and only the batch's codes are kept. Each process uses its own share
+    of the (gathered, identical) queue, so the global Sinkhorn sees every stored row once, as the
+    official per-GPU queues.
 
     Args:
         proj_hidden_dim: projector hidden width (SwAV: 2048).
@@ -41,6 +43,8 @@ class SwAV(SSLMethod):
         queue_size: rows of each queue over all processes, 0 for none (SwAV: 3840 for small
             batches, none at batch 4096).
         queue_start_epoch: first epoch whose projections are queued (SwAV: 15).
+        queue_wait_until_full: use a queue only once it is full (official); ``False`` uses the
+            rows stored so far from the first push on.
         freeze_prototypes_steps: optimizer steps without prototype updates (SwAV: 313).
         lr: peak LR per 256 images (SwAV: 4.8 at batch 4096 with LARS).
         weight_decay: weight decay (SwAV: 1e-6).
@@ -60,6 +64,7 @@ class SwAV(SSLMethod):
         sinkhorn_iterations: int = 3,
         queue_size: int = 0,
         queue_start_epoch: int = 15,
+        queue_wait_until_full: bool = True,
         freeze_prototypes_steps: int = 313,
         lr: float = 0.3,
         weight_decay: float = 1e-6,
@@ -96,8 +101,9 @@ class SwAV(SSLMethod):
     def codes(self, scores: Tensor, crop: int) -> Tensor:
         """Sinkhorn-Knopp codes ``(B, K)`` of global crop ``crop`` from its scores ``(B, K)``."""
         batch = scores.shape[0]
-        if self.queues:
-            stored = self.queues[crop].valid()
+        queue = self.queues[crop] if self.queues else None
+        if queue is not None and (queue.is_full() or not self.hparams.queue_wait_until_full):
+            stored = queue.valid()
             share = stored.shape[0] // distributed.world_size()
             rows = stored[distributed.rank() * share :][:share]
             scores = torch.cat([rows @ self.prototypes.weight.T, scores])

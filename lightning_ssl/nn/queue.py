@@ -90,6 +90,10 @@ class FeatureQueue(nn.Module):
             self._filled_host = int(self.filled)
         return self._filled_host
 
+    def is_full(self) -> bool:
+        """Whether every row has been written (always, with ``random_init``)."""
+        return self._num_valid() == self.size
+
     def valid(self) -> Tensor:
         """The filled rows, shape ``(filled, dim)`` (all rows once full or with ``random_init``)."""
         return self.features[: self._num_valid()]

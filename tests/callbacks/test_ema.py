@@ -233,3 +233,70 @@ def test_validation_errors():
         EMA(student, student)
     with pytest.raises(ValueError, match="tau"):
         EMA(student, copy.deepcopy(student), base_tau=1.5)
+
+
+class BufferMethod(TinyMethod):
+    """TinyMethod whose EMA has a buffer policy; optionally the teacher runs in training mode."""
+
+    def __init__(self, buffers: str, teacher_forward: bool) -> None:
+        super().__init__()
+        self.buffer_policy, self.teacher_forward = buffers, teacher_forward
+        self.after_teacher_forward: list[dict[str, torch.Tensor]] = []
+
+    def configure_callbacks(self):
+        return [EMA(self.student, self.teacher, base_tau=BASE_TAU, buffers=self.buffer_policy)]
+
+    def training_step(self, batch, batch_idx):
+        if self.teacher_forward:  # like MoCo/BYOL/DINO: batch statistics, running stats update
+            with torch.no_grad():
+                self.teacher(batch[0])
+            own = {k: v.clone() for k, v in self.teacher.named_buffers()}
+            self.after_teacher_forward.append(own)
+        return super().training_step(batch, batch_idx)
+
+
+def teacher_buffers(record_entry) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in record_entry[2].items() if "running" in k or "num_batches" in k}
+
+
+def test_buffers_copy_makes_the_teacher_statistics_the_students():
+    model = BufferMethod("copy", teacher_forward=True)
+    trainer(max_steps=4).fit(model, loader())
+    for name, buffer in model.student.named_buffers():
+        assert torch.equal(model.teacher.get_buffer(name), buffer), name
+
+
+def test_buffers_leave_keeps_the_statistics_of_the_teachers_own_forward_passes():
+    """Official MoCo/BYOL/DINO: the momentum update touches ``parameters()`` only."""
+    model = BufferMethod("leave", teacher_forward=True)
+    trainer(max_steps=4).fit(model, loader())
+    assert len(model.record) == len(model.after_teacher_forward) == 8
+    for entry, own in zip(model.record, model.after_teacher_forward, strict=True):
+        assert {k: torch.equal(v, own[k]) for k, v in teacher_buffers(entry).items()} == {
+            k: True for k in own
+        }  # the callback left them as the teacher's forward wrote them
+    final_teacher = model.teacher.get_buffer("1.running_mean")
+    assert not torch.equal(final_teacher, model.student.get_buffer("1.running_mean"))
+    assert not torch.equal(model.teacher[0].weight, model.student[0].weight)  # still averaged
+
+
+def test_buffers_ema_averages_float_buffers_and_copies_integer_ones():
+    model = BufferMethod("ema", teacher_forward=False)
+    trainer(max_steps=4).fit(model, loader())
+    names = ["1.running_mean", "1.running_var"]
+    teacher = {n: model.at_start["student"][n].clone() for n in names}
+    last = 0
+    for step, student, _ in model.record:
+        if step > last:
+            tau = byol_tau(step - 1, 4)
+            teacher = {n: tau * teacher[n] + (1 - tau) * student[n] for n in names}
+            last = step
+    for n in names:
+        torch.testing.assert_close(model.teacher.get_buffer(n), teacher[n], rtol=0, atol=1e-6)
+        assert not torch.equal(model.teacher.get_buffer(n), model.student.get_buffer(n))
+    assert int(model.teacher.get_buffer("1.num_batches_tracked")) == 8  # copied
+
+
+def test_buffer_policy_is_checked():
+    with pytest.raises(ValueError, match="buffers must be"):
+        EMA(nn.Linear(2, 2), nn.Linear(2, 2), buffers="average")

@@ -138,3 +138,23 @@ def test_dino_features_come_from_the_teacher_backbone():
     images = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model.extract_features(images), model.teacher.backbone(images))
     assert not torch.allclose(model.extract_features(images), model.backbone(images))
+
+
+def test_dino_teacher_keeps_its_own_batchnorm_statistics():
+    """Official ``main_dino.py``: the EMA loops over ``parameters()``; the teacher runs in train
+    mode, so its BN running statistics come from its own forward passes, never the student's."""
+    data = SyntheticViews(image_size=16, batch_size=4)
+    model = DINO(**RESNET, **HEAD, **data.link())
+    (ema,) = [c for c in model.configure_callbacks() if isinstance(c, EMA)]
+    assert ema.buffers == "leave"
+    bn = model.teacher.backbone.model.bn1
+    after_forward, after_step = [], []
+    model.teacher.backbone.register_forward_hook(
+        lambda m, args, out: after_forward.append(bn.running_mean.clone())
+    )
+    model.on_train_batch_end = lambda *a: after_step.append(bn.running_mean.clone())
+    quick_trainer(max_steps=2, limit_val_batches=0).fit(model, data)
+    assert len(after_step) == len(after_forward) == 2
+    for own, final in zip(after_forward, after_step, strict=True):
+        torch.testing.assert_close(final, own, rtol=0, atol=0)  # the EMA left them alone
+    assert not torch.equal(bn.running_mean, model.backbone.model.bn1.running_mean)

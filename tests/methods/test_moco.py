@@ -38,6 +38,7 @@ def test_moco_required_callbacks():
     callbacks = MoCo(**SMALL).configure_callbacks()
     ema = next(c for c in callbacks if isinstance(c, EMA))
     assert ema.schedule == "constant" and ema.base_tau == 0.9
+    assert ema.buffers == "leave"  # official _momentum_update_key_encoder: parameters() only
     assert any(isinstance(c, QueueUpdater) and c.output_key == "queue_keys" for c in callbacks)
     assert any(isinstance(c, NonFiniteLossGuard) for c in callbacks)
     cosine = MoCo(**{**SMALL, "tau_base": 0.99, "tau_final": 0.999}).configure_callbacks()

@@ -42,6 +42,7 @@ def test_mocov3_required_callbacks():
     callbacks = MoCoV3(**SMALL).configure_callbacks()
     ema = next(c for c in callbacks if isinstance(c, EMA))
     assert (ema.schedule, ema.base_tau, ema.final_tau) == ("cosine", 0.99, 1.0)
+    assert ema.buffers == "leave"  # official _update_momentum_encoder: parameters() only
     assert any(isinstance(c, NonFiniteLossGuard) for c in callbacks)
 
 

@@ -1,19 +1,72 @@
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightning_ssl.callbacks import KNNMonitor, NonFiniteLossGuard, OnlineLinearProbe
 from lightning_ssl.methods import SimCLR
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
 SMALL = dict(backbone="resnet18", cifar_stem=True, proj_hidden_dim=64, proj_dim=32)
+TINY = dict(backbone="timm:test_resnet", proj_hidden_dim=64, proj_dim=32)
 
 
 def test_simclr_paper_defaults():
     model = SimCLR()
-    assert model.hparams.temperature == 0.1
-    assert model.projector[0].out_features == 2048 and model.projector[-1].out_features == 128
+    assert (model.hparams.temperature, model.hparams.loss_scale) == (0.1, 1.0)
+    assert model.projector[0].out_features == 2048 and model.projector[-2].out_features == 128
     assert model.backbone.dim == 512
+
+
+def test_simclr_projector_is_the_official_layout_or_solo_learns():
+    """Official ``model_util.py`` ``projection_head``/``linear_layer``: dense without bias, BN
+    (center=True) + ReLU, then dense without bias and BN with ``center=False`` (scale only);
+    solo-learn: Linear-ReLU-Linear with biases, no BN."""
+    official = SimCLR(**SMALL).projector
+    assert [type(m).__name__ for m in official] == [
+        "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"
+    ]  # fmt: skip
+    assert official[0].bias is None and official[3].bias is None
+    out_bn = official[4]
+    assert out_bn.weight.requires_grad and not out_bn.bias.requires_grad
+    assert official[1].weight.requires_grad and official[1].bias.requires_grad
+    solo = SimCLR(**SMALL, proj_batch_norm="none").projector
+    assert [type(m).__name__ for m in solo] == ["Linear", "ReLU", "Linear"]
+    assert solo[0].bias is not None and solo[2].bias is not None
+
+
+def _official_simclr_loss(hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+    """google-research/simclr ``objective.py`` ``add_contrastive_loss`` (one replica)."""
+    hidden = F.normalize(hidden, dim=-1)
+    h1, h2 = hidden.chunk(2)
+    n = h1.shape[0]
+    masks = torch.eye(n)
+    logits_aa = h1 @ h1.T / temperature - masks * 1e9
+    logits_bb = h2 @ h2.T / temperature - masks * 1e9
+    logits_ab, logits_ba = h1 @ h2.T / temperature, h2 @ h1.T / temperature
+    labels = torch.arange(n)
+    loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], 1), labels)
+    loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb], 1), labels)
+    return loss_a + loss_b
+
+
+@pytest.mark.parametrize("loss_scale", [1.0, 2.0])
+def test_simclr_loss_scale_2_is_the_official_loss_with_its_gradients(loss_scale):
+    data = SyntheticViews(batch_size=6)
+    torch.manual_seed(0)
+    model = SimCLR(**TINY, **data.link(), temperature=0.2, loss_scale=loss_scale)
+    model.log = lambda *a, **k: None
+    (x1, x2), labels = next(iter(data.train_dataloader()))
+    loss = model.training_step(([x1, x2], labels), 0)["loss"]
+    ours = torch.autograd.grad(loss, model.projector[0].weight)[0]
+    torch.manual_seed(0)
+    reference = SimCLR(**TINY, **data.link())
+    hidden = reference.projector(reference.backbone(torch.cat([x1, x2])))  # one 2B batch
+    official = _official_simclr_loss(hidden, 0.2) * loss_scale / 2
+    grad = torch.autograd.grad(official, reference.projector[0].weight)[0]
+    torch.testing.assert_close(loss, official, rtol=1e-6, atol=1e-6)
+    # float32 sums in another order (and -inf vs. -1e9 masks): 1e-5 of the gradient's norm
+    assert float((ours - grad).norm()) <= 1e-5 * float(grad.norm())
 
 
 def test_simclr_trains_with_multi_crop_and_probe():

@@ -88,13 +88,24 @@ def test_swav_queue_waits_for_its_start_epoch():
     assert [queue.valid().shape[0] for queue in model.queues] == [0, 0]
 
 
-def test_swav_codes_use_the_queue_then_keep_the_batch_rows():
+def test_swav_codes_use_the_queue_once_full_then_keep_the_batch_rows():
+    """Official ``main_swav.py``: ``use_the_queue`` once the queue's last row is non-zero."""
     model = vit_swav(SyntheticViews(), queue_size=6)
     scores = torch.randn(4, 10)
     torch.testing.assert_close(model.codes(scores, 0), sinkhorn_knopp(scores, 0.05, 3))
-    stored = F.normalize(torch.randn(5, 16), dim=1)
-    model.queues[1].push(stored)
+    stored = F.normalize(torch.randn(6, 16), dim=1)
+    model.queues[1].push(stored[:5])  # 5 of 6 rows: not used yet
+    torch.testing.assert_close(model.codes(scores, 1), sinkhorn_knopp(scores, 0.05, 3))
+    model.queues[1].push(stored[5:])
     with_queue = torch.cat([stored @ model.prototypes.weight.T, scores])
     expected = sinkhorn_knopp(with_queue, 0.05, 3)[-4:]
     torch.testing.assert_close(model.codes(scores, 1), expected)
     torch.testing.assert_close(model.codes(scores, 0), sinkhorn_knopp(scores, 0.05, 3))
+
+
+def test_swav_queue_can_be_used_before_it_is_full():
+    model = vit_swav(SyntheticViews(), queue_size=6, queue_wait_until_full=False)
+    scores, stored = torch.randn(4, 10), F.normalize(torch.randn(5, 16), dim=1)
+    model.queues[0].push(stored)
+    expected = sinkhorn_knopp(torch.cat([stored @ model.prototypes.weight.T, scores]), 0.05, 3)
+    torch.testing.assert_close(model.codes(scores, 0), expected[-4:])

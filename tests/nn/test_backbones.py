@@ -44,3 +44,12 @@ def test_mlp_layouts():
     assert mocov3(torch.randn(4, 512)).shape == (4, 256)
     with pytest.raises(ValueError):
         MLP(4, 4, 4, num_layers=0)
+
+
+def test_zero_init_residual_reaches_torchvision_resnets():
+    """SimCLR (TF ``resnet.py`` ``init_zero=True``), SimSiam and MoCo v3 (``zero_init_residual=
+    True``) start every residual block as the identity: the block's last BN scale is zero."""
+    net = Backbone("resnet18", cifar_stem=True, zero_init_residual=True)
+    blocks = [b for layer in (net.model.layer1, net.model.layer4) for b in layer]
+    assert all(torch.equal(b.bn2.weight, torch.zeros_like(b.bn2.weight)) for b in blocks)
+    assert all(float(b.bn2.weight.abs().sum()) > 0 for b in Backbone("resnet18").model.layer1)
