@@ -11,7 +11,7 @@ def _net():
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
 
 
-def test_bias_and_norm_weights_get_no_weight_decay():
+def test_bias_and_norm_weights_get_no_weight_decay_by_default():
     net = _net()
     groups = parameter_groups(net.named_parameters(), weight_decay=0.1)
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -26,6 +26,17 @@ def test_frozen_parameters_are_skipped_and_overrides_make_groups():
     names = {g["name"] for g in groups}
     assert names == {"default/no_decay", "3.", "3./no_decay"}
     assert all(g.get("fixed_lr") for g in groups if g["name"].startswith("3."))
+
+
+def test_bias_and_norm_decay_and_adaptation_are_options():
+    net = _net()
+    groups = parameter_groups(
+        net.named_parameters(), 0.1, decay_bias_and_norm=True, adapt_bias_and_norm=True
+    )
+    assert {g["name"]: (g["weight_decay"], g["lars_adapt"]) for g in groups} == {
+        "default": (0.1, True),
+        "default/bias_norm": (0.1, True),
+    }
 
 
 def test_lr_scaling_rules():
