@@ -116,8 +116,8 @@ LARS_PRESETS: dict[str, LarsPreset] = {
         adapt_bias_and_norm=False,
         decay_bias_and_norm=False,
         eps=1e-8,
-        source="vturrisi/solo-learn solo/utils/lars.py:124-165; "
-        "scripts/pretrain/cifar/*.yaml kwargs {clip_lr: True, eta: 0.02, exclude_bias_n_norm: True}",
+        source="vturrisi/solo-learn solo/utils/lars.py:124-165; scripts/pretrain/cifar/*.yaml "
+        "optimizer.kwargs {clip_lr: True, eta: 0.02, exclude_bias_n_norm: True}",
     ),
     # SGD(model.parameters(), weight_decay=wd) wrapped in apex LARC(trust 0.001, clip=False):
     # every parameter, biases and BN included, is decayed and adapted.
@@ -180,9 +180,9 @@ class LARS(torch.optim.Optimizer):
                 f"momentum={momentum}, weight_decay={weight_decay}, eta={eta}"
             )
         if trust_norm not in ("update", "grad_plus_decay"):
-            raise ValueError(f"trust_norm must be 'update' or 'grad_plus_decay', not {trust_norm!r}")
+            raise ValueError(f"trust_norm: 'update' or 'grad_plus_decay', not {trust_norm!r}")
         if momentum_style not in ("torch", "classic"):
-            raise ValueError(f"momentum_style must be 'torch' or 'classic', not {momentum_style!r}")
+            raise ValueError(f"momentum_style: 'torch' or 'classic', not {momentum_style!r}")
         defaults = dict(
             lr=lr,
             momentum=momentum,
