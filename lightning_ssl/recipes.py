@@ -138,6 +138,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def render_summary(records: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per config with its source, the keys checked and the deviating keys."""
+    lines = ["| config | source | keys | deviating keys |", "|---|---|---|---|"]
+    for config, record in records.items():
+        deviations = [f"`{key}`" for key, entry in record["values"].items() if "ours" in entry]
+        lines.append(
+            f"| [`{config}`]({config}) | {_cell(record['source'])} | {len(record['values'])} | "
+            f"{'; '.join(deviations) or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
 def render_table(records: dict[str, dict[str, Any]]) -> str:
     """Markdown: one section per config, one row per recorded key."""
     lines = []

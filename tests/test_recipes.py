@@ -19,6 +19,7 @@ from lightning.pytorch import LightningModule
 
 from lightning_ssl.cli import LightningSSLCLI
 from lightning_ssl.data import SSLDataModule
+from lightning_ssl.methods import BYOL
 from lightning_ssl.recipes import DOCUMENTARY_PREFIX, RECORDS, expected, load_records, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +31,26 @@ SHIPPED = sorted(
 )
 
 
-def _resolve(config: str, data_root: Path, record: dict) -> dict:
-    data = yaml.safe_load((REPO / config).read_text())["data"]["class_path"]
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A tiny BYOL checkpoint for the evaluation configs (they load one when built)."""
+    from tests.methods.helpers import SyntheticViews, quick_trainer
+
+    data = SyntheticViews(image_size=32, batch_size=8, n=16)
+    small = dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32)
+    method = BYOL(backbone="timm:test_resnet", **small, **data.link())
+    trainer = quick_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(method, datamodule=data)
+    path = tmp_path_factory.mktemp("pretrained") / "byol.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _resolve(config: str, data_root: Path, record: dict, pretrained: Path) -> dict:
+    text = yaml.safe_load((REPO / config).read_text())
+    data, model = text["data"]["class_path"], text["model"]["class_path"]
     folder = "imagewoof2-160" if data.endswith("ImageFolderDataModule") else "cifar10-jpeg"
+    extra = [f"--model.init_args.pretrained={pretrained}"] if ".eval." in model else []
     cli = LightningSSLCLI(
         LightningModule,
         SSLDataModule,
@@ -45,6 +63,7 @@ def _resolve(config: str, data_root: Path, record: dict) -> dict:
             f"--data.init_args.data_dir={data_root / folder}",
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
+            *extra,
         ],
     )
     return resolve(cli.model, cli.datamodule, cli.trainer, record)
@@ -55,10 +74,10 @@ def test_every_shipped_config_has_a_record():
 
 
 @pytest.mark.parametrize("config", sorted(RECORDS_BY_CONFIG))
-def test_config_resolves_to_its_record(config, data_root, tmp_path, monkeypatch):
+def test_config_resolves_to_its_record(config, data_root, pretrained, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     record = RECORDS_BY_CONFIG[config]
-    resolved = _resolve(config, data_root, record)
+    resolved = _resolve(config, data_root, record, pretrained)
     mismatches = []
     for key, entry in record["values"].items():
         assert {"value", "source"} <= set(entry), f"{key}: needs value and source"
@@ -94,4 +113,4 @@ def test_records_cite_pinned_sources():
     for config, record in RECORDS_BY_CONFIG.items():
         for key, entry in record["values"].items():
             alias = str(entry["source"]).split(":", 1)[0]
-            assert alias in sources or alias.startswith(("paper", "ours")), (config, key, alias)
+            assert alias in sources or alias.startswith(("paper", "docs", "ours")), (config, key, alias)
