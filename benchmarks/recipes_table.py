@@ -35,7 +35,8 @@ def readme_section(records: dict) -> str:
 
 
 def detail_page(records: dict) -> str:
-    return f"# Recipes vs sources, key by key\n\n{START}\n\n{LEGEND}\n{render_table(records)}\n{END}\n"
+    body = render_table(records)
+    return f"# Recipes vs sources, key by key\n\n{START}\n\n{LEGEND}\n{body}\n{END}\n"
 
 
 def updated(readme: str, records: dict) -> str:
