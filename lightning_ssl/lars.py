@@ -22,7 +22,7 @@ Example:
     >>> opt = LARS([w], lr=1.0, momentum=0.0, **LARS_PRESETS["solo_learn"].optimizer_options())
     >>> w.grad = torch.full((4, 4), 10.0)
     >>> opt.step()
-    >>> round(float(w[0, 0]), 4)  # the step is min(0.02 * 4 / 40, lr) * 10 = 0.02
+    >>> round(float(w[0, 0].detach()), 4)  # the step is min(0.02 * 4 / 40, lr) * 10 = 0.02
     0.98
 """
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 TrustNorm = Literal["update", "grad_plus_decay"]
 MomentumStyle = Literal["torch", "classic"]
@@ -204,56 +205,53 @@ class LARS(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            param_norms = torch._foreach_norm(params)
-            grad_norms = torch._foreach_norm(grads) if group["lars_adapt"] else param_norms
-            for p, g, w_norm, g_norm in zip(params, grads, param_norms, grad_norms, strict=True):
-                self._apply(group, p, self._direction(group, p, g, w_norm, g_norm))
+            if params:
+                grads = [p.grad for p in params]
+                self._apply(group, params, self._directions(group, params, grads))
         return loss
 
     @staticmethod
-    def _trust(group: dict[str, Any], ratio: torch.Tensor) -> torch.Tensor:
+    def _trust(group: dict[str, Any], ratio: Tensor) -> Tensor:
         if not group["clip"]:
             return ratio
         if group["lr"] <= 0:  # the sources' ratio / 0 = inf, clipped to 1
             return torch.ones_like(ratio)
         return torch.clamp(ratio / group["lr"], max=1.0)  # LARC: a step of min(ratio, lr)
 
-    def _direction(
-        self,
-        group: dict[str, Any],
-        p: torch.Tensor,
-        g: torch.Tensor,
-        w_norm: torch.Tensor,
-        g_norm: torch.Tensor,
-    ) -> torch.Tensor:
-        wd, eta = group["weight_decay"], group["eta"]
-        if group["trust_norm"] == "update":
-            d = g.add(p, alpha=wd) if wd else g
-            if not group["lars_adapt"]:
-                return d
-            u_norm = torch.linalg.vector_norm(d) if wd else g_norm
-            ratio = torch.where(
-                (w_norm > 0) & (u_norm > 0), eta * w_norm / u_norm, torch.ones_like(w_norm)
-            )
-            return d * self._trust(group, ratio)
-        if not group["lars_adapt"]:
-            return g
+    def _directions(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> list[Tensor]:
+        """The decayed, trust-scaled update of every parameter of ``group`` (multi-tensor ops,
+        no host synchronisation)."""
+        wd, eta, larc = group["weight_decay"], group["eta"], group["trust_norm"] != "update"
+        if not group["lars_adapt"]:  # the LARC form decays only where it adapts
+            return torch._foreach_add(grads, params, alpha=wd) if wd and not larc else grads
+        w_norm = torch.stack(torch._foreach_norm(params))
+        g_norm = torch.stack(torch._foreach_norm(grads))
+        if not larc:
+            d = torch._foreach_add(grads, params, alpha=wd) if wd else grads
+            u_norm = torch.stack(torch._foreach_norm(d)) if wd else g_norm
+            ratio = torch.where((w_norm > 0) & (u_norm > 0), eta * w_norm / u_norm, 1.0)
+            return torch._foreach_mul(d, list(self._trust(group, ratio).unbind()))
+        adapted = (w_norm != 0) & (g_norm != 0)
         ratio = self._trust(group, eta * w_norm / (g_norm + w_norm * wd + group["eps"]))
-        adapted = g.add(p, alpha=wd).mul_(ratio)
-        return torch.where((w_norm != 0) & (g_norm != 0), adapted, g)
+        ratio = torch.where(adapted, ratio, 1.0)
+        decay = torch.where(adapted, wd, 0.0).to(w_norm.dtype)
+        d = torch._foreach_add(grads, torch._foreach_mul(params, list(decay.unbind())))
+        return torch._foreach_mul(d, list(ratio.unbind()))
 
-    def _apply(self, group: dict[str, Any], p: torch.Tensor, d: torch.Tensor) -> None:
+    def _apply(self, group: dict[str, Any], params: list[Tensor], d: list[Tensor]) -> None:
         lr, momentum = group["lr"], group["momentum"]
-        classic = group["momentum_style"] == "classic"
         if momentum == 0:
-            p.add_(d, alpha=-lr)
+            torch._foreach_add_(params, d, alpha=-lr)
             return
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        buf = state["momentum_buffer"]
-        buf.mul_(momentum).add_(d, alpha=lr if classic else 1.0)
-        p.add_(buf, alpha=-1.0 if classic else -lr)
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            bufs.append(state["momentum_buffer"])
+        classic = group["momentum_style"] == "classic"
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, d, alpha=lr if classic else 1.0)
+        torch._foreach_add_(params, bufs, alpha=-1.0 if classic else -lr)
