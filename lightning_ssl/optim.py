@@ -6,6 +6,8 @@ Example:
     >>> groups = parameter_groups(net.named_parameters(), weight_decay=1e-6)
     >>> [len(g["params"]) for g in groups], [g["weight_decay"] for g in groups]
     ([1, 3], [1e-06, 0.0])
+    >>> [g["lars_adapt"] for g in groups]
+    [True, False]
     >>> scaled_lr(0.3, global_batch_size=4096, rule="linear")
     4.8
 """
@@ -17,8 +19,9 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
-from timm.optim import Lars
 from torch import nn
+
+from lightning_ssl.lars import LARS, LARS_PRESETS, LarsPresetName
 
 OptimizerName = Literal["sgd", "lars", "adamw"]
 ScalingRule = Literal["linear", "sqrt", "none"]
@@ -29,12 +32,16 @@ def parameter_groups(
     weight_decay: float,
     overrides: dict[str, dict[str, Any]] | None = None,
     no_decay_options: dict[str, Any] | None = None,
+    decay_bias_and_norm: bool = False,
+    adapt_bias_and_norm: bool = False,
 ) -> list[dict[str, Any]]:
-    """Split trainable parameters into groups; biases and normalization weights get no decay.
+    """Split trainable parameters into groups; biases and norm weights get their own groups.
 
     A parameter with at most one dimension (bias, BatchNorm/LayerNorm scale and shift, ViT
-    tokens excepted as they are 3-d) is excluded from weight decay and, because LARS adapts only
-    groups with weight decay, from LARS adaptation too (SimCLR/BYOL practice).
+    tokens excepted as they are 3-d) is decayed only with ``decay_bias_and_norm`` and adapted
+    by LARS only with ``adapt_bias_and_norm`` (group key ``lars_adapt``). The sources differ:
+    SimCLR, BYOL, Barlow Twins, VICReg, MoCo v3 (LARS) and DINO exclude them from both; MoCo
+    v1/v2, SimSiam and SwAV (LARC) decay (and SwAV adapts) every parameter.
 
     Args:
         named_parameters: ``module.named_parameters()``; frozen parameters are skipped.
@@ -42,11 +49,14 @@ def parameter_groups(
         overrides: ``{name_prefix: {option: value}}`` options for parameters whose name starts with
             a prefix, e.g. ``{"predictor.": {"fixed_lr": True}}`` (SimSiam). Each prefix gets its
             own groups.
-        no_decay_options: options of every no-decay group, e.g. ``{"lr_scale": 0.024}``
+        no_decay_options: options of every bias/norm group, e.g. ``{"lr_scale": 0.024}``
             (Barlow Twins' bias learning rate).
+        decay_bias_and_norm: apply ``weight_decay`` to biases and norm weights too.
+        adapt_bias_and_norm: let LARS adapt the learning rate of biases and norm weights too.
 
     Returns:
-        Groups with keys ``params``, ``weight_decay``, ``name`` and any override options.
+        Groups with keys ``params``, ``weight_decay``, ``lars_adapt``, ``name`` and any override
+        options.
     """
     overrides = overrides or {}
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
@@ -54,15 +64,18 @@ def parameter_groups(
         if not param.requires_grad:
             continue
         prefix = next((p for p in overrides if name.startswith(p)), "")
-        no_decay = param.ndim <= 1
-        key = (prefix, no_decay)
+        bias_or_norm = param.ndim <= 1
+        key = (prefix, bias_or_norm)
         if key not in groups:
+            decayed = decay_bias_and_norm or not bias_or_norm
+            suffix = ("/bias_norm" if decayed else "/no_decay") if bias_or_norm else ""
             groups[key] = {
                 "params": [],
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{prefix or 'default'}{'/no_decay' if no_decay else ''}",
+                "weight_decay": weight_decay if decayed else 0.0,
+                "lars_adapt": adapt_bias_and_norm or not bias_or_norm,
+                "name": f"{prefix or 'default'}{suffix}",
                 **overrides.get(prefix, {}),
-                **((no_decay_options or {}) if no_decay else {}),
+                **((no_decay_options or {}) if bias_or_norm else {}),
             }
         groups[key]["params"].append(param)
     return list(groups.values())
@@ -89,11 +102,14 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
-    trust_coefficient: float = 0.001,
+    lars_preset: LarsPresetName = "byol",
+    trust_coefficient: float | None = None,
 ) -> torch.optim.Optimizer:
-    """SGD (momentum), LARS (timm's, foreach) or AdamW over ``groups``.
+    """SGD (momentum), LARS (:class:`~lightning_ssl.lars.LARS` in a source's variant) or AdamW.
 
-    ``weight_decay`` is the default of groups that do not set their own. SGD and AdamW use
+    ``weight_decay`` is the default of groups that do not set their own. ``lars_preset`` names
+    the source whose LARS update rule to use (:data:`~lightning_ssl.lars.LARS_PRESETS`);
+    ``trust_coefficient`` overrides its ``eta``. SGD and AdamW use
     PyTorch's fused kernels when every parameter is on a GPU (one launch per step), else the
     multi-tensor ``foreach`` path.
     """
@@ -104,14 +120,14 @@ def build_optimizer(
             groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kernels
         )
     if name == "lars":
-        return Lars(
-            groups,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            trust_coeff=trust_coefficient,
-            foreach=True,
-        )
+        if lars_preset not in LARS_PRESETS:
+            raise ValueError(
+                f"unknown lars_preset {lars_preset!r}; choose one of {', '.join(LARS_PRESETS)}"
+            )
+        options = LARS_PRESETS[lars_preset].optimizer_options()
+        if trust_coefficient is not None:
+            options["eta"] = trust_coefficient
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **options)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **kernels)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, lars or adamw")

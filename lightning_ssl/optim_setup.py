@@ -109,12 +109,23 @@ def assemble_optimizer(
     lr = scaled_lr(hp["lr"], batch, hp["lr_scaling"])
     _announce(module, hp, batch, lr, warmup_steps, total_steps)
     groups = parameter_groups(
-        module.named_parameters(), hp["weight_decay"], overrides, no_decay_options
+        module.named_parameters(),
+        hp["weight_decay"],
+        overrides,
+        no_decay_options,
+        decay_bias_and_norm=hp.get("decay_bias_and_norm", False),
+        adapt_bias_and_norm=hp.get("adapt_bias_and_norm", False),
     )
     for group in groups:  # a group's "lr_scale" sets its peak LR relative to the others
         group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer = build_optimizer(
-        hp["optimizer"], groups, lr, hp["weight_decay"], momentum=hp["momentum"]
+        hp["optimizer"],
+        groups,
+        lr,
+        hp["weight_decay"],
+        momentum=hp["momentum"],
+        lars_preset=hp.get("lars_preset", "byol"),
+        trust_coefficient=hp.get("trust_coefficient"),
     )
     factors = warmup_cosine_factors(groups, warmup_steps, total_steps, hp["min_lr_ratio"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

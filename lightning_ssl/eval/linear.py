@@ -20,14 +20,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from timm.optim import Lars
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval.data import LinearEvalDataModule, encode_dataset
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
-from lightning_ssl.optim import ScalingRule, scaled_lr
+from lightning_ssl.lars import LARS, LARS_PRESETS
+from lightning_ssl.optim import ScalingRule, parameter_groups, scaled_lr
 from lightning_ssl.schedules import linear_warmup_cosine
 
 
@@ -171,7 +171,11 @@ class LinearEvaluation(L.LightningModule):
                 params, lr, hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
             )
         elif hp.optimizer == "lars":
-            optimizer = Lars(params, lr, hp.momentum, weight_decay=hp.weight_decay)
+            # MAE's/MoCo v3's LARS: the weight is adapted even without weight decay (timm's
+            # Lars adapted nothing at weight_decay 0, i.e. ran plain SGD); the bias is not.
+            groups = parameter_groups(self.head.named_parameters(), hp.weight_decay)
+            options = LARS_PRESETS["mocov3"].optimizer_options()
+            optimizer = LARS(groups, lr, hp.momentum, weight_decay=hp.weight_decay, **options)
         else:
             optimizer = torch.optim.AdamW(params, lr, weight_decay=hp.weight_decay)
         steps_per_epoch = max(1, len(loader) // trainer.accumulate_grad_batches)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
+from lightning_ssl.lars import LarsPresetName
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.optim import OptimizerName, ScalingRule
 from lightning_ssl.optim_setup import assemble_optimizer, global_batch_size
@@ -31,8 +32,14 @@ class SSLMethod(L.LightningModule):
         backbone_kwargs: extra arguments of the encoder constructor.
         optimizer: ``sgd``, ``lars`` or ``adamw``.
         lr: base learning rate for a global batch of 256, scaled by ``lr_scaling``.
-        weight_decay: weight decay (not applied to biases and normalization weights).
+        weight_decay: weight decay (biases and normalization weights: ``decay_bias_and_norm``).
         momentum: SGD/LARS momentum.
+        lars_preset: whose LARS update rule ``optimizer: lars`` uses: ``simclr``, ``byol``,
+            ``barlow_twins``, ``vicreg``, ``mocov3``, ``solo_learn`` (eta 0.02, LR clipping) or
+            ``swav`` (apex LARC); see :data:`lightning_ssl.lars.LARS_PRESETS`.
+        trust_coefficient: LARS ``eta``, overriding the preset's.
+        decay_bias_and_norm: also decay parameters with at most one dimension (biases, norms).
+        adapt_bias_and_norm: let LARS adapt biases and norms too.
         lr_scaling: how ``lr`` grows with the global batch: ``linear``, ``sqrt`` or ``none``.
         warmup_epochs: epochs of linear warm-up (may be fractional), then cosine decay.
         min_lr_ratio: final learning rate as a fraction of the peak.
@@ -58,6 +65,10 @@ class SSLMethod(L.LightningModule):
         lr: float = 0.3,
         weight_decay: float = 1e-6,
         momentum: float = 0.9,
+        lars_preset: LarsPresetName = "byol",
+        trust_coefficient: float | None = None,
+        decay_bias_and_norm: bool = False,
+        adapt_bias_and_norm: bool = False,
         lr_scaling: ScalingRule = "linear",
         warmup_epochs: float = 10.0,
         min_lr_ratio: float = 0.0,
