@@ -437,7 +437,7 @@ class BatchedMultiCrop(torch.nn.Module):
 
     Args:
         groups: The view groups (global groups first), e.g. from
-            :func:`~lightning_ssl.data.transforms.preset`.
+            :func:`~lightning_ssl.data.presets.preset`.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
         channels_last: Return the views in ``channels_last`` memory format.
