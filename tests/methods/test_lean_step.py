@@ -70,8 +70,9 @@ def _assert_same_training(model: SimCLR, losses: list[float], ref: SimCLR, ref_l
         assert value.dtype in (torch.float64, torch.int64), (key, value.dtype)  # really float64
         # atol: entries that training leaves near zero (BN biases start at 0) carry the rounding
         # of the larger terms they were computed from; 1e-12 is still 1e4 below float32 noise.
+        mine = model.state_dict()[key]
         torch.testing.assert_close(
-            model.state_dict()[key], value, rtol=RTOL64, atol=1e-12, msg=lambda m: f"{key}: {m}"
+            mine, value, rtol=RTOL64, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}"
         )
 
 
