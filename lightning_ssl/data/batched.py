@@ -451,7 +451,8 @@ class BatchedMultiCrop(torch.nn.Module):
             (:func:`resized_crops`), where a Python call per view would cost more.
 
     Example:
-        >>> from lightning_ssl.data.transforms import CIFAR_MEAN, CIFAR_STD, preset
+        >>> from lightning_ssl.data.presets import preset
+        >>> from lightning_ssl.data.transforms import CIFAR_MEAN, CIFAR_STD
         >>> augment = BatchedMultiCrop(preset("simclr", 32), CIFAR_MEAN, CIFAR_STD)
         >>> views = augment(torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
         >>> [tuple(v.shape) for v in views]

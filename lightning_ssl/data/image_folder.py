@@ -28,7 +28,8 @@ class ImageFolderDataModule(SSLDataModule):
         **kwargs: The arguments of :class:`SSLDataModule`.
 
     Example:
-        >>> dm = ImageFolderDataModule("imagewoof2-160", augmentation="dino", num_local_crops=8)
+        >>> root = "imagewoof2-160"
+        >>> dm = ImageFolderDataModule(root, augmentation="dino", num_local_crops=8)  # doctest: +SKIP
         >>> dm.num_classes, [v.size for v in dm.views]  # doctest: +SKIP
         (10, [224, 224, 96])
     """
