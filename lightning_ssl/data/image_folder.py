@@ -29,9 +29,9 @@ class ImageFolderDataModule(SSLDataModule):
 
     Example:
         >>> root = "imagewoof2-160"
-        >>> dm = ImageFolderDataModule(root, augmentation="dino", num_local_crops=8)  # doctest: +SKIP
+        >>> dm = ImageFolderDataModule(root, augmentation="dino")  # doctest: +SKIP
         >>> dm.num_classes, [v.size for v in dm.views]  # doctest: +SKIP
-        (10, [224, 224, 96])
+        (10, [224, 224])
     """
 
     def __init__(
