@@ -29,9 +29,11 @@ class ImageFolderDataModule(SSLDataModule):
 
     Example:
         >>> root = "imagewoof2-160"
-        >>> dm = ImageFolderDataModule(root, augmentation="dino")  # doctest: +SKIP
+        >>> dm = ImageFolderDataModule(  # doctest: +SKIP
+        ...     root, augmentation="dino", num_local_crops=8
+        ... )
         >>> dm.num_classes, [v.size for v in dm.views]  # doctest: +SKIP
-        (10, [224, 224])
+        (10, [224, 224, 96])
     """
 
     def __init__(
