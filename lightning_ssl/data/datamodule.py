@@ -46,7 +46,13 @@ from lightning_ssl.data.device import (
     unpack_training_batch,
 )
 from lightning_ssl.data.presets import preset
-from lightning_ssl.data.sampling import Position, training_position, training_sampler
+from lightning_ssl.data.sampling import (
+    Position,
+    PositionSeededDataset,
+    StartOnFirstBatchLoader,
+    training_position,
+    training_sampler,
+)
 from lightning_ssl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -280,7 +286,9 @@ class SSLDataModule(LightningDataModule):
         num_workers: int | None = None,
     ) -> DataLoader:
         workers = self.num_workers if num_workers is None else num_workers
-        return DataLoader(
+        # Training: the iterator starts after Lightning restores a checkpoint (see .sampling).
+        loader_class = StartOnFirstBatchLoader if train else DataLoader
+        return loader_class(
             dataset,
             batch_size=batch_size,
             shuffle=train and sampler is None,
@@ -303,9 +311,12 @@ class SSLDataModule(LightningDataModule):
         dataset = self.dataset("train")
         if self.images_on_device:
             dataset = TensorDataset(*indices_and_labels(dataset))
+        seed, per_image_views = self.hparams.seed, self.train_transform is not None
         sampler = training_sampler(
-            dataset, self.batch_size, self.hparams.seed, self.trainer, self._training_position
+            dataset, self.batch_size, seed, self.trainer, self._training_position, per_image_views
         )
+        if per_image_views:  # each image's views seeded by (seed, epoch, index)
+            dataset = PositionSeededDataset(dataset, seed)
         if self.images_on_device:  # indices and labels: cheaper to batch in this process
             return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
         collate = self.train_collate_fn if self.batched_augmentation else None
