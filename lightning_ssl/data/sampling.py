@@ -89,15 +89,11 @@ class ResumableSampler(DistributedSampler):
 
 
 def training_sampler(
-    dataset: Dataset,
-    batch_size: int,
-    seed: int,
-    trainer: Trainer | None,
-    position: Callable[[], Position | None],
-    keyed: bool = False,
+    dataset: Dataset, batch_size: int, seed: int, trainer: Trainer | None, keyed: bool = False
 ) -> ResumableSampler:
     """The shuffling, last-batch-dropping sampler of this process's share of ``dataset``.
 
+    Its position is :func:`training_position` of ``trainer`` (none without a trainer);
     ``keyed=True`` yields ``(epoch, index)`` keys for a :class:`PositionSeededDataset`.
 
     Raises:
@@ -105,7 +101,7 @@ def training_sampler(
             batch would be produced.
 
     Example:
-        >>> sampler = training_sampler(range(8), 4, seed=0, trainer=None, position=lambda: None)
+        >>> sampler = training_sampler(range(8), 4, seed=0, trainer=None)
         >>> len(list(sampler))
         8
     """
@@ -129,9 +125,26 @@ def training_sampler(
         shuffle=True,
         seed=seed,
         drop_last=True,
-        position=position,
+        position=lambda: training_position(trainer, size, batch_size),
         keyed=keyed,
     )
+
+
+def training_data(
+    dataset: Dataset, batch_size: int, seed: int, trainer: Trainer | None, seed_views: bool
+) -> tuple[Dataset, ResumableSampler]:
+    """The training dataset and its :func:`training_sampler`.
+
+    With ``seed_views`` (views made per image in the loader) the dataset is wrapped in a
+    :class:`PositionSeededDataset` and the sampler yields its ``(epoch, index)`` keys.
+
+    Example:
+        >>> data, sampler = training_data(range(8), 4, seed=0, trainer=None, seed_views=True)
+        >>> type(data).__name__, len(list(sampler))
+        ('PositionSeededDataset', 8)
+    """
+    sampler = training_sampler(dataset, batch_size, seed, trainer, keyed=seed_views)
+    return (PositionSeededDataset(dataset, seed) if seed_views else dataset), sampler
 
 
 def training_position(
