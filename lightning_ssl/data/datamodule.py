@@ -46,7 +46,7 @@ from lightning_ssl.data.device import (
     unpack_training_batch,
 )
 from lightning_ssl.data.presets import preset
-from lightning_ssl.data.sampling import Position, training_position, training_sampler
+from lightning_ssl.data.sampling import StartOnFirstBatchLoader, training_data
 from lightning_ssl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -280,7 +280,9 @@ class SSLDataModule(LightningDataModule):
         num_workers: int | None = None,
     ) -> DataLoader:
         workers = self.num_workers if num_workers is None else num_workers
-        return DataLoader(
+        # Training: the iterator starts after a checkpoint is restored (see .sampling).
+        loader_class = StartOnFirstBatchLoader if train else DataLoader
+        return loader_class(
             dataset,
             batch_size=batch_size,
             shuffle=train and sampler is None,
@@ -303,19 +305,14 @@ class SSLDataModule(LightningDataModule):
         dataset = self.dataset("train")
         if self.images_on_device:
             dataset = TensorDataset(*indices_and_labels(dataset))
-        sampler = training_sampler(
-            dataset, self.batch_size, self.hparams.seed, self.trainer, self._training_position
+        per_image_views = self.train_transform is not None  # seeded by (seed, epoch, index)
+        dataset, sampler = training_data(
+            dataset, self.batch_size, self.hparams.seed, self.trainer, per_image_views
         )
         if self.images_on_device:  # indices and labels: cheaper to batch in this process
             return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
         collate = self.train_collate_fn if self.batched_augmentation else None
         return self._loader(dataset, self.batch_size, True, sampler, collate_fn=collate)
-
-    def _training_position(self) -> Position | None:
-        """``(epoch, start, stop)`` of the next training batch (see :mod:`.sampling`)."""
-        if self.trainer is None:
-            return None
-        return training_position(self.trainer, len(self.dataset("train")), self.batch_size)
 
     #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
     train_collate_fn: ClassVar[Callable | None] = None

@@ -13,7 +13,6 @@ Under ``batched_augmentation`` the training loader yields one of three batch for
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from lightning_ssl.data.datasets import TensorImageDataset
+from lightning_ssl.data.sampling import derive_seed
 
 
 def tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
@@ -113,5 +113,4 @@ def seeded_generator(key: tuple[int, ...], device: torch.device) -> torch.Genera
     Every process draws different parameters (the global RNG is seeded alike on all ranks),
     and a resumed run, whose loop restores the batch count, draws the same ones.
     """
-    seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
-    return torch.Generator(device).manual_seed(seed >> 1)
+    return torch.Generator(device).manual_seed(derive_seed(*key))

@@ -216,9 +216,11 @@ def _as_uint8_image(image: Image.Image | Tensor) -> Image.Image | Tensor:
 class MultiCropTransform:
     """Turn one image into the list of views of ``groups`` (global groups first).
 
-    Each view gets its own random parameters (drawn from torch's generator, seeded per loader
-    worker). Crop, flip and colour operations run on a PIL image (a tensor input is converted
-    once), blur, solarisation and normalisation on the tensor.
+    Each view gets its own random parameters, drawn from torch's generator (the DataModules
+    seed it per image by ``(seed, epoch, index)``, see
+    :class:`~lightning_ssl.data.sampling.PositionSeededDataset`). Crop, flip and colour
+    operations run on a PIL image (a tensor input is converted once), blur, solarisation and
+    normalisation on the tensor.
 
     Args:
         groups: The view groups, e.g. from :func:`~lightning_ssl.data.presets.preset`. Global

@@ -1,9 +1,13 @@
 """A resumed run trains on exactly the batches the uninterrupted run would have, whatever the
-checkpoint: mid-epoch, at the end of the training epoch, after validation, with worker processes.
+checkpoint: mid-epoch, at the end of the training epoch, after validation, with worker processes;
+and each image's views are a function of its position in the run only.
 
 Lightning restarts a plain DataLoader at the start of its epoch (batches seen twice, others
 never) and, with worker processes, builds the iterator before setting the sampler's epoch; the
 DataModules' sampler reads its position from the trainer's restored count of processed batches.
+Runs stop at ``max_epochs`` as the shipped configs do: Lightning then builds the training
+iterator while ``configure_optimizers`` estimates the step count, before the checkpoint's loop
+state is restored (with ``max_steps`` alone it does not, which hid that iterator's stale order).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from lightning_ssl.data.datamodule import InMemoryDataModule
 from lightning_ssl.methods import SimCLR
 from tests.methods.helpers import quick_trainer
 
-STEPS, BATCH, IMAGES = 20, 8, 64  # 8 batches per epoch
+EPOCHS, BATCH, IMAGES = 3, 8, 64  # 8 batches per epoch
+STEPS = EPOCHS * IMAGES // BATCH
 
 
 class _Numbered(InMemoryDataModule):
@@ -29,7 +34,9 @@ class _Numbered(InMemoryDataModule):
     fixed_num_classes = IMAGES
 
     def load_split(self, train: bool):
-        return torch.zeros(IMAGES, 3, 8, 8, dtype=torch.uint8), torch.arange(IMAGES)
+        noise = torch.Generator().manual_seed(0)  # distinct images: their views differ
+        images = torch.randint(0, 256, (IMAGES, 3, 8, 8), dtype=torch.uint8, generator=noise)
+        return images, torch.arange(IMAGES)
 
 
 class _Seen(L.Callback):
@@ -52,7 +59,8 @@ def _fit(folder: Path, workers: int, ckpt: Path | None = None, **data) -> list:
     # after validation; mode only makes its state key differ from the one above
     validated = ModelCheckpoint(folder, "val-{epoch}", save_top_k=-1, mode="max")
     trainer = quick_trainer(
-        max_steps=STEPS,
+        max_epochs=EPOCHS,
+        max_steps=-1,
         limit_val_batches=1,
         callbacks=[seen, steps, epochs, validated],
         enable_checkpointing=True,
@@ -76,3 +84,30 @@ def test_resume_sees_the_batches_of_the_uninterrupted_run(tmp_path, workers, dat
         resumed = _fit(tmp_path / name, workers, tmp_path / "straight" / name, **data)
         start = 12 if name.startswith("step") else 8
         assert resumed == straight[start:], name
+
+
+def _loader(workers: int, epoch: int):
+    datamodule = _Numbered("unused", batch_size=BATCH, num_workers=workers, augmentation="simclr")
+    loader = datamodule.train_dataloader()
+    loader.sampler.position = lambda: (epoch, 0, IMAGES)
+    return loader
+
+
+def _views(workers: int, epoch: int) -> list[torch.Tensor]:
+    return [torch.stack(views) for views, _ in _loader(workers, epoch)]
+
+
+def test_views_are_a_function_of_seed_epoch_and_index():
+    """The same views with 0 or 2 worker processes and whatever torch's global random state;
+    other views in another epoch; the caller's random state untouched (0 workers)."""
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    _loader(0, epoch=1).dataset[1, 5]  # in the training process with num_workers=0
+    assert torch.equal(torch.get_rng_state(), state)
+    in_process = _views(0, epoch=1)
+    torch.manual_seed(2)
+    with_workers = _views(2, epoch=1)
+    assert len(in_process) == IMAGES // BATCH
+    for a, b in zip(in_process, with_workers, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(_views(0, epoch=2)[0], in_process[0])

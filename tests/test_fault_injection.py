@@ -1,0 +1,181 @@
+"""Fault injection: a 2-worker CLI run killed with SIGKILL five times, each time restarted with
+the same command and ``--ckpt_path last``, ends with the uninterrupted run's weights, optimizer,
+schedule and online probe bit for bit.
+
+The kills (the whole process group: the trainer and its loader workers, as a node failure or a
+scheduler would) land at moments drawn with a fixed seed, and two of them at chosen places:
+
+1. a random moment after 2 or 3 training batches of the fresh run;
+2. during a checkpoint write (the run is frozen with SIGSTOP as soon as a ``*.tmp`` appears,
+   killed if the file is still being written, else resumed until the next write);
+3. during the end-of-epoch validation (frozen on the ``validation`` event, killed if it has
+   not ``validated`` yet);
+4. a random moment 1-4 s after the start (start-up, restore, sanity check or the first steps);
+5. a random moment after 1 or 2 training batches.
+
+The run learns where it is from ``tests.resume_runs.FaultPoints`` (a callback writing events
+to a file); the reference run has it too.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.resume_runs import (
+    REPO,
+    STEPS,
+    assert_bitwise_equal,
+    cli_args,
+    final_checkpoints,
+    trained_state,
+)
+
+DEADLINE_S = 240  # per process; a tiny run takes ~10 s on an idle 2-core machine
+
+
+class Run:
+    """One ``lightning_ssl fit`` process in its own process group, with its event log."""
+
+    def __init__(self, args: list[str], root: Path, name: str) -> None:
+        self.events = root / "events.log"
+        self.seen = len(self.lines())  # events of earlier processes in this folder
+        self.log = root / f"{name}.log"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "WANDB_MODE": "disabled",
+            "PYTHONWARNINGS": "ignore",
+            "OMP_NUM_THREADS": "1",
+        }
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lightning_ssl", *args],
+                cwd=root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started = time.monotonic()
+
+    def lines(self) -> list[str]:
+        return self.events.read_text().splitlines() if self.events.exists() else []
+
+    def new_events(self) -> list[str]:
+        return self.lines()[self.seen :]
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def wait_for(self, condition: Callable[[], bool], poll_s: float = 0.002) -> None:
+        """Poll until ``condition()``; fail with the log if the run ends or takes too long."""
+        while not condition():
+            if self.proc.poll() is not None or time.monotonic() - self.started > DEADLINE_S:
+                self.signal(signal.SIGKILL)
+                pytest.fail(f"run ended before its kill point:\n{self.log.read_text()[-3000:]}")
+            time.sleep(poll_s)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.proc.wait(timeout=60) == -signal.SIGKILL
+
+    def freeze_and_kill_if(self, still: Callable[[], bool]) -> bool:
+        """Stop the process group; kill it if ``still()`` holds while it is frozen."""
+        self.signal(signal.SIGSTOP)
+        if still():
+            self.kill()
+            return True
+        self.signal(signal.SIGCONT)
+        return False
+
+
+def _batches(run: Run) -> int:
+    return sum(line.startswith("batch") for line in run.new_events())
+
+
+def _kill_after_batches(run: Run, rng: random.Random, low: int, high: int) -> str:
+    count = rng.randint(low, high)
+    run.wait_for(lambda: _batches(run) >= count)
+    time.sleep(rng.uniform(0.0, 0.3))
+    run.kill()
+    return f"after {count} batches"
+
+
+def _kill_during_checkpoint_write(run: Run, rng: random.Random) -> str:
+    folder = run.events.parent / "checkpoints"
+    writing = lambda: any(folder.glob("*.tmp"))  # noqa: E731
+    while True:
+        run.wait_for(writing, poll_s=0.0005)
+        if run.freeze_and_kill_if(writing):
+            assert any(folder.glob("*.tmp")), "the kill did not interrupt a checkpoint write"
+            return "during a checkpoint write"
+
+
+def _kill_during_validation(run: Run, rng: random.Random) -> str:
+    validating = lambda: run.new_events()[-1:] == ["validation"]  # noqa: E731
+    while True:
+        run.wait_for(validating)
+        if run.freeze_and_kill_if(validating):
+            return "during validation"
+
+
+def _kill_after_random_time(run: Run, rng: random.Random) -> str:
+    delay = rng.uniform(1.0, 4.0)
+    run.wait_for(lambda: time.monotonic() - run.started > delay, poll_s=0.01)
+    run.kill()
+    return f"{delay:.1f} s after the start"
+
+
+KILLS = [
+    lambda run, rng: _kill_after_batches(run, rng, 2, 3),
+    _kill_during_checkpoint_write,
+    _kill_during_validation,
+    _kill_after_random_time,
+    lambda run, rng: _kill_after_batches(run, rng, 1, 2),
+]
+
+
+def _finish(run: Run) -> None:
+    code = run.proc.wait(timeout=DEADLINE_S)
+    assert code == 0, run.log.read_text()[-3000:]
+
+
+def _args(data_dir: Path, root: Path) -> list[str]:
+    return [
+        *cli_args(data_dir, root),
+        "--trainer.callbacks+=tests.resume_runs.FaultPoints",
+        f"--trainer.callbacks.path={root / 'events.log'}",
+    ]
+
+
+def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_dir, tmp_path):
+    straight, faulted = tmp_path / "straight", tmp_path / "faulted"
+    straight.mkdir()
+    faulted.mkdir()
+    reference = Run(_args(cifar10_dir, straight), straight, "straight")
+    _finish(reference)
+    (expected_path, *_) = final_checkpoints(straight)
+    expected = trained_state(expected_path)
+    assert expected["global_step"] == STEPS
+
+    rng = random.Random(0)
+    resume = [*_args(cifar10_dir, faulted), "--ckpt_path=last"]
+    done = []
+    for number, kill in enumerate(KILLS, 1):
+        run = Run(resume, faulted, f"killed-{number}")
+        done.append(kill(run, rng))
+    _finish(Run(resume, faulted, "final"))
+
+    finals = final_checkpoints(faulted)
+    assert finals, "the resumed run wrote no checkpoint at its last step"
+    for path in finals:
+        assert_bitwise_equal(trained_state(path), expected, f"{path.name} after kills {done}")
