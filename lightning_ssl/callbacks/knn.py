@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from lightning_ssl import distributed
@@ -72,6 +73,8 @@ class KNNMonitor(L.Callback):
         feats, labels = [], []
         with trainer.precision_plugin.forward_context():
             for images, targets in shard_loader:
+                if trainer.received_sigterm:  # SIGTERM/SIGUSR1/Ctrl-C: stop within one batch
+                    raise SIGTERMException()
                 images = images.to(pl_module.device, non_blocking=True)
                 feats.append(F.normalize(pl_module.extract_features(images).float(), dim=1))
                 labels.append(targets.to(pl_module.device))

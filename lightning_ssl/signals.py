@@ -1,0 +1,128 @@
+"""Stop on SIGTERM, SIGUSR1 or Ctrl-C at the next batch boundary with a checkpoint saved.
+
+Lightning 2.6 already turns SIGTERM into a flag (``trainer.received_sigterm``) that its loops
+check after every training and validation batch, and then raise ``SIGTERMException``, a
+``SystemExit`` with no code: the process exits with status 0 and nothing is saved.
+:class:`GracefulStop` builds on that flag:
+
+* SIGINT (the first Ctrl-C) and SIGUSR1 set the same flag, so every signal stops at the same
+  consistent point (a second Ctrl-C raises ``KeyboardInterrupt`` at once, without a checkpoint).
+  Under SLURM with ``SLURMEnvironment(auto_requeue=True)`` (Lightning's default when it detects
+  SLURM) SIGUSR1 is left to Lightning, which saves ``hpc_ckpt_<n>.ckpt`` and requeues the job.
+* When the loop raises, the state is saved atomically as ``last.ckpt`` in the folder of the
+  first ``ModelCheckpoint`` with ``save_last`` (``<default_root_dir>/checkpoints`` in the CLI),
+  the newest ``last*.ckpt``, so ``--ckpt_path last`` resumes from it.
+* The exit status becomes ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT, 138 for
+  SIGUSR1), so a scheduler sees an interrupted job, not a success.
+
+Long callback work checks ``trainer.received_sigterm`` between batches (the kNN monitor's bank),
+so a signal during it stops within one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+#: Signals that stop a run gracefully (SIGUSR1 is absent on Windows).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name)
+)
+
+
+def signal_checkpoint_path(trainer: L.Trainer) -> str:
+    """Where a signal's checkpoint goes: ``last.ckpt`` of the first ``ModelCheckpoint`` that
+    keeps one, else ``<default_root_dir>/checkpoints/last.ckpt``."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            name = callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION
+            return os.path.join(callback.dirpath, name)
+    return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+
+
+class GracefulStop(L.Callback):
+    """Save a checkpoint and exit with ``128 + signum`` on SIGTERM, SIGUSR1 or the first Ctrl-C.
+
+    The CLI adds it to every ``fit``. The state saved is the one after the last completed batch
+    (a validation interrupted by the signal is not re-run on resume).
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[GracefulStop()])  # doctest: +SKIP
+        >>> # kill -TERM <pid>: checkpoints/last.ckpt written, exit status 143
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+
+    # ------------------------------------------------------------------ handlers
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self.received = signal.Signals(signum)
+        log.warning(
+            "received %s: stopping after the current batch and saving a checkpoint%s",
+            self.received.name,
+            " (press Ctrl-C again to stop at once, without one)" if signum == signal.SIGINT else "",
+        )
+        previous = self._previous.get(signum)
+        if signum == signal.SIGTERM and callable(previous):
+            previous(signum, frame)  # Lightning's handler: sets the flag, notifies other ranks
+        elif self._trainer is not None:
+            self._trainer._signal_connector.received_sigterm = True
+
+    def _lightning_owns(self, signum: int, trainer: L.Trainer) -> bool:
+        environment = trainer._accelerator_connector.cluster_environment  # as Lightning reads it
+        requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        return requeue and signum == (environment.requeue_signal or signal.SIGUSR1)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning registered its SIGTERM handler (which we chain) and before the training
+        # loader's worker processes fork (they inherit these handlers and keep running).
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._trainer, self.received = trainer, None
+        for signum in STOP_SIGNALS:
+            if not self._lightning_owns(signum, trainer):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous, self._trainer = {}, None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    # ------------------------------------------------------------------ stop
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+        if not isinstance(exception, SIGTERMException):
+            return
+        signum = self.received or signal.SIGTERM  # SIGTERM seen by Lightning's handler alone
+        if not trainer.sanity_checking:
+            path = signal_checkpoint_path(trainer)
+            trainer.save_checkpoint(path)
+            log.warning(
+                "%s: saved %s at global step %d; resume with --ckpt_path last",
+                signum.name,
+                path,
+                trainer.global_step,
+            )
+        exception.code = 128 + int(signum)
+        exception.signal_name = signum.name  # read by RunInfo (run.json "signal")
