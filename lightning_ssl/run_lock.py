@@ -136,7 +136,11 @@ class RunFolderLock(L.Callback):
         if stage != "fit" or not trainer.is_global_zero or self._file is not None:
             return
         root = trainer.default_root_dir
-        self._file = acquire(root)
+        try:
+            self._file = acquire(root)
+        except RunFolderBusyError:
+            trainer.loggers = []  # a refused run leaves nothing in the folder (no log version)
+            raise
         folders = {os.path.abspath(root)}
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath:

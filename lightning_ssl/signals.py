@@ -16,15 +16,19 @@ check after every training and validation batch, and then raise ``SIGTERMExcepti
   SIGUSR1), so a scheduler sees an interrupted job, not a success.
 
 Long callback work checks ``trainer.received_sigterm`` between batches (the kNN monitor's bank),
-so a signal during it stops within one batch.
+so a signal during it stops within one batch. The DataModule's loader workers ignore the stop
+signals (:func:`ignore_stop_signals`), so that a signal sent to the whole job does not kill them
+under the main process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -32,6 +36,7 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,45 @@ def signal_checkpoint_path(trainer: L.Trainer) -> str:
     return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of a ``DataLoader``: its worker processes ignore SIGTERM, SIGINT and
+    SIGUSR1. A scheduler (``scancel``, preemption) and Ctrl-C signal every process of a job;
+    torch's workers die on a SIGTERM that is not their parent's, and the main process then
+    fails wherever it is (mid optimizer step) with "DataLoader worker ... killed". The main
+    process decides; it shuts its workers down as it exits.
+
+    Example:
+        >>> DataLoader(data, num_workers=8, worker_init_fn=ignore_stop_signals)  # doctest: +SKIP
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class _IgnoreStopSignals:
+    """``ignore_stop_signals`` then the loader's own ``worker_init_fn`` (picklable)."""
+
+    def __init__(self, inner: Callable[[int], None] | None) -> None:
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        ignore_stop_signals(worker_id)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+def _protect_workers(make_loader: Callable[[], Any]) -> Callable[[], Any]:
+    @functools.wraps(make_loader)
+    def protected() -> Any:
+        loader = make_loader()
+        for each in loader if isinstance(loader, (list, tuple)) else [loader]:
+            init = getattr(each, "worker_init_fn", None)
+            if isinstance(each, DataLoader) and not isinstance(init, _IgnoreStopSignals):
+                each.worker_init_fn = _IgnoreStopSignals(init)
+        return loader
+
+    return protected
+
+
 class GracefulStop(L.Callback):
     """Save a checkpoint and exit with ``128 + signum`` on SIGTERM, SIGUSR1 or the first Ctrl-C.
 
@@ -66,6 +110,15 @@ class GracefulStop(L.Callback):
         self.received: signal.Signals | None = None
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # The loaders are built later (the validation one, kept alive, before training starts):
+        # make the DataModule's loaders start workers that leave the signals to this process.
+        datamodule = trainer.datamodule
+        for name in ("train_dataloader", "val_dataloader", "train_eval_dataloader"):
+            method = getattr(datamodule, name, None)
+            if callable(method) and not hasattr(method, "__wrapped__"):
+                setattr(datamodule, name, _protect_workers(method))
 
     # ------------------------------------------------------------------ handlers
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -89,8 +142,8 @@ class GracefulStop(L.Callback):
         return requeue and signum == (environment.requeue_signal or signal.SIGUSR1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After Lightning registered its SIGTERM handler (which we chain) and before the training
-        # loader's worker processes fork (they inherit these handlers and keep running).
+        # After Lightning registered its SIGTERM handler (which we chain): sanity checking
+        # keeps Lightning's handling alone (nothing trained yet, nothing to save).
         if threading.current_thread() is not threading.main_thread():
             return
         self._trainer, self.received = trainer, None

@@ -28,7 +28,9 @@ from tests.test_signals import (
 
 def test_a_second_process_on_the_run_folder_is_refused(cifar10_dir, tmp_path):
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = start(fit_args(cifar10_dir, tmp_path, *PROGRESS), tmp_path, first_log)
+    # Long enough to be still training while the second process starts; stopped by SIGTERM.
+    long = [*PROGRESS, "--trainer.max_epochs=1000"]
+    first = start(fit_args(cifar10_dir, tmp_path, *long), tmp_path, first_log)
     wait_for_step(first, tmp_path / "checkpoints", 2, first_log)
     config = tmp_path / "lightning_logs" / "version_0" / "config.yaml"
     config_hash = file_sha256(config)

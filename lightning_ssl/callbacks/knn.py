@@ -69,6 +69,7 @@ class KNNMonitor(L.Callback):
             batch_size=loader.batch_size,
             num_workers=loader.num_workers,
             collate_fn=loader.collate_fn,
+            worker_init_fn=loader.worker_init_fn,
         )
         feats, labels = [], []
         with trainer.precision_plugin.forward_context():
