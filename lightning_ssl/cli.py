@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
@@ -89,19 +90,22 @@ class LightningSSLCLI(LightningCLI):
             self.datamodule = wrap(self.datamodule)
 
     def _add_fault_handling(self) -> None:
-        """One writer per run folder (locked in ``setup``, before LightningCLI's
-        ``SaveConfigCallback`` writes), a checkpoint and a non-zero exit on SIGTERM/SIGUSR1/Ctrl-C
-        (first, so that ``run.json`` records the signal after the save), and ``--ckpt_path
-        last`` that skips a corrupt newest file."""
+        """``--ckpt_path last`` that skips a corrupt newest file, one writer per run folder
+        (locked here, before Lightning's ``setup`` creates the loggers' version folders), and
+        a checkpoint and a non-zero exit on SIGTERM/SIGUSR1/Ctrl-C (first among the callbacks,
+        so that ``run.json`` records the signal after the save)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last" and (path := resolve_last(self.trainer)):
+            config["ckpt_path"] = path
         callbacks = self.trainer.callbacks
         if not self.trainer.fast_dev_run:
             # After RunInfo: on an exception the lock is released once run.json is written.
             infos = [i for i, c in enumerate(callbacks) if isinstance(c, RunInfo)]
-            callbacks.insert(infos[0] + 1 if infos else 0, RunFolderLock())
+            lock = RunFolderLock()
+            callbacks.insert(infos[0] + 1 if infos else 0, lock)
+            if rank_zero_only.rank == 0:  # from the environment: launched ranks have theirs
+                lock.lock(self.trainer.default_root_dir)
         callbacks.insert(0, GracefulStop())
-        config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") == "last" and (path := resolve_last(self.trainer)):
-            config["ckpt_path"] = path
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open: the next WandbLogger of this process (a notebook,

@@ -132,15 +132,17 @@ class RunFolderLock(L.Callback):
     def __init__(self) -> None:
         self._file: IO[str] | None = None
 
+    def lock(self, root: str | Path) -> None:
+        """Take the lock now (the CLI does, before Lightning's ``setup`` creates the loggers'
+        version folders), instead of in ``setup``."""
+        if self._file is None:
+            self._file = acquire(root)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or not trainer.is_global_zero or self._file is not None:
+        if stage != "fit" or not trainer.is_global_zero:
             return
         root = trainer.default_root_dir
-        try:
-            self._file = acquire(root)
-        except RunFolderBusyError:
-            trainer.loggers = []  # a refused run leaves nothing in the folder (no log version)
-            raise
+        self.lock(root)
         folders = {os.path.abspath(root)}
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath:

@@ -75,10 +75,12 @@ class KNNMonitor(L.Callback):
         with trainer.precision_plugin.forward_context():
             for images, targets in shard_loader:
                 if trainer.received_sigterm:  # SIGTERM/SIGUSR1/Ctrl-C: stop within one batch
-                    raise SIGTERMException()
+                    break  # (raised below: leaving the loop first shuts its workers down)
                 images = images.to(pl_module.device, non_blocking=True)
                 feats.append(F.normalize(pl_module.extract_features(images).float(), dim=1))
                 labels.append(targets.to(pl_module.device))
+        if trainer.received_sigterm:
+            raise SIGTERMException()
         bank, bank_labels = torch.cat(feats), torch.cat(labels)
         # Shards differ by at most one image: pad with label -1 (never votes) to gather.
         pad = -(-len(indices) // distributed.world_size()) - bank.shape[0]
