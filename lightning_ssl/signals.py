@@ -67,7 +67,16 @@ def ignore_stop_signals(worker_id: int) -> None:
         >>> DataLoader(data, num_workers=8, worker_init_fn=ignore_stop_signals)  # doctest: +SKIP
     """
     for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _worker_stop if signum == signal.SIGTERM else signal.SIG_IGN)
+
+
+#: A loader worker ends at most this long after a SIGTERM, even if nobody shuts it down (the
+#: parent's own ``terminate()`` at exit is a SIGTERM too: ignoring it for good could hang there).
+WORKER_GRACE_S = 120
+
+
+def _worker_stop(signum: int, frame: FrameType | None) -> None:
+    signal.alarm(WORKER_GRACE_S)  # SIGALRM's default action ends the process
 
 
 class _IgnoreStopSignals:
