@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -102,6 +103,21 @@ def _protect_workers(make_loader: Callable[[], Any]) -> Callable[[], Any]:
         return loader
 
     return protected
+
+
+def _end_loader_workers() -> None:
+    """After the save: end the loader workers still running (they ignore SIGTERM, so the
+    exit's multiprocessing clean-up, a SIGTERM then a join, would wait for them)."""
+    from torch.utils.data._utils.worker import _worker_loop
+
+    workers = [
+        p for p in multiprocessing.active_children() if getattr(p, "_target", None) is _worker_loop
+    ]
+    main = threading.current_thread() is threading.main_thread()
+    if workers and main and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would raise mid-exit
+    for worker in workers:
+        worker.kill()
 
 
 class GracefulStop(L.Callback):
@@ -186,5 +202,6 @@ class GracefulStop(L.Callback):
                 path,
                 trainer.global_step,
             )
+        _end_loader_workers()
         exception.code = 128 + int(signum)
         exception.signal_name = signum.name  # read by RunInfo (run.json "signal")
