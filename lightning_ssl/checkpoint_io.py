@@ -7,7 +7,8 @@ and a network run folder is the common cluster layout) the move is a copy *into*
 a process killed during that copy leaves a truncated ``last.ckpt`` and ``--ckpt_path last``
 fails. Nothing is fsync-ed either, so a node crash can leave an empty file after the rename.
 
-:class:`AtomicCheckpointIO` writes ``<path>.tmp`` in the same folder, fsyncs it, and
+:class:`AtomicCheckpointIO` writes ``<path>.<pid>.<random>.tmp`` in the same folder (a name no
+other writer shares), fsyncs it, and
 ``os.replace``-s it over ``<path>`` (atomic on POSIX and Windows), so a reader sees the previous
 checkpoint or the new one, never a partial one. The CLI installs it by default.
 """
@@ -15,7 +16,12 @@ checkpoint or the new one, never a partial one. The CLI installs it by default.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
+import io
 import os
+import secrets
+import shutil
 from typing import Any
 
 import torch
@@ -31,6 +37,9 @@ TMP_SUFFIX = ".tmp"
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose local saves are write-to-temp, fsync, then rename.
 
+    The checkpoint is serialised in memory first (as Lightning's own writer does), so a full
+    disk fails in a plain ``write`` with one message naming the file and the bytes needed,
+    instead of miniz's "unexpected pos"; the previous checkpoint is untouched either way.
     Remote paths (``s3://``, ...) keep Lightning's behaviour: object stores publish an object only
     when its upload completes.
     """
@@ -44,18 +53,65 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = os.path.abspath(os.fspath(path))
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        tmp = path + TMP_SUFFIX
-        try:
-            with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getbuffer()
+        write_atomic(path, data)
+
+
+def temp_name(path: str) -> str:
+    """A temporary name beside ``path`` unique to this process and call:
+    ``<path>.<pid>.<random>.tmp`` (two writers never share one)."""
+    return f"{path}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def write_atomic(path: str, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a unique temporary file, fsync, rename.
+
+    Raises:
+        OSError: ``ENOSPC``/``EDQUOT`` as "no space left on device while writing ``path`` (N
+            bytes needed, M free)"; ``path`` keeps its previous content.
+    """
+    folder = os.path.dirname(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(folder).free
+            raise OSError(
+                err.errno,
+                f"no space left on device while writing {path} ({len(data):,} bytes needed, "
+                f"{free:,} free in {folder}); the previous {os.path.basename(path)} is intact. "
+                "Free space there (old checkpoints: ModelCheckpoint's save_top_k) or move the run "
+                "folder (--trainer.default_root_dir)",
+            ) from err
+        raise
+    _fsync_folder(folder)
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that killed writers left in ``folder`` (``*.ckpt.*.tmp``,
+    ``*.ckpt.tmp``, ``.run.json.*.tmp``); call it only while holding the folder's lock
+    (:mod:`lightning_ssl.run_lock`). Returns the paths removed.
+
+    Example:
+        >>> remove_stale_tmp("runs/simclr-cifar10/checkpoints")  # doctest: +SKIP
+        ['runs/simclr-cifar10/checkpoints/last.ckpt.4242.9f3a0c1e.tmp']
+    """
+    removed = []
+    for pattern in ("*.ckpt*.tmp", ".run.json.*.tmp"):
+        for path in sorted(glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern))):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
-        _fsync_folder(folder)
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 def _fsync_folder(folder: str) -> None:

@@ -18,13 +18,17 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
+from lightning_ssl.last_checkpoint import resolve_last
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
 from lightning_ssl.methods.base import check_checkpoint_method
+from lightning_ssl.run_lock import RunFolderLock
+from lightning_ssl.signals import GracefulStop
 
 #: Values the data knows, linked into the method so that no config types them twice.
 DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
@@ -83,9 +87,28 @@ class LightningSSLCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._set_run_defaults()
+        self._add_fault_handling()
         # Linear evaluation trains on labelled single images, not on the pretraining views.
         if callable(wrap := getattr(self.model, "wrap_datamodule", None)):
             self.datamodule = wrap(self.datamodule)
+
+    def _add_fault_handling(self) -> None:
+        """``--ckpt_path last`` that skips a corrupt newest file, one writer per run folder
+        (locked here, before Lightning's ``setup`` creates the loggers' version folders), and
+        a checkpoint and a non-zero exit on SIGTERM/SIGUSR1/Ctrl-C (first among the callbacks,
+        so that ``run.json`` records the signal after the save)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last" and (path := resolve_last(self.trainer)):
+            config["ckpt_path"] = path
+        callbacks = self.trainer.callbacks
+        if not self.trainer.fast_dev_run:
+            # After RunInfo: on an exception the lock is released once run.json is written.
+            infos = [i for i, c in enumerate(callbacks) if isinstance(c, RunInfo)]
+            lock = RunFolderLock()
+            callbacks.insert(infos[0] + 1 if infos else 0, lock)
+            if rank_zero_only.rank == 0:  # from the environment: launched ranks have theirs
+                lock.lock(self.trainer.default_root_dir)
+        callbacks.insert(0, GracefulStop())
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open: the next WandbLogger of this process (a notebook,

@@ -115,3 +115,87 @@ def test_crash_while_writing_keeps_the_previous_last_checkpoint(cifar10_dir, tmp
             trainer.save_checkpoint(last)
     assert torch.load(last, weights_only=False)["global_step"] == 2
     assert not list(last.parent.glob("*.tmp"))
+
+
+def test_a_full_disk_names_the_file_and_the_bytes_and_keeps_the_previous(tmp_path, monkeypatch):
+    # A full disk ended in miniz's "unexpected pos", naming no file.
+    import errno
+
+    from lightning_ssl import checkpoint_io
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(100)}, path)
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            self.file.close()
+
+        def write(self, data):
+            self.file.write(bytes(data)[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk_open(file_path, mode):
+        return FullDisk(open(file_path, mode))
+
+    monkeypatch.setattr(checkpoint_io, "open", full_disk_open, raising=False)
+    with pytest.raises(OSError, match=r"no space left on device while writing .*last\.ckpt") as e:
+        io.save_checkpoint({"step": 2, "w": torch.ones(1000)}, path)
+    assert str(path) in str(e.value) and "bytes needed" in str(e.value) and "intact" in str(e.value)
+    assert e.value.errno == errno.ENOSPC
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 256 KiB file system (needs root and ``mount``)."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_real_full_disk_keeps_the_previous_checkpoint(small_tmpfs):
+    path = small_tmpfs / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(20_000)}, path)  # 80 KB
+    with pytest.raises(OSError, match=r"no space left on device while writing .*bytes needed"):
+        io.save_checkpoint({"step": 2, "w": torch.ones(50_000)}, path)  # 200 KB: no room
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in small_tmpfs.iterdir()] == ["last.ckpt"]
+
+
+def test_the_nan_message_names_the_checkpoint_or_says_there_is_none(tmp_path):
+    # It claimed "the last checkpoint is intact" when none existed.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_ssl.callbacks import NonFiniteLossError
+    from tests.callbacks.test_guards import NaNAtStep3
+    from tests.methods.helpers import SyntheticViews, quick_trainer
+
+    for every in (None, 2):
+        data = SyntheticViews(n=64)
+        model = NaNAtStep3(
+            backbone="timm:test_resnet", proj_hidden_dim=32, proj_dim=16, **data.link()
+        )
+        folder = tmp_path / str(every)
+        ckpt = ModelCheckpoint(dirpath=folder, save_last=True, every_n_train_steps=every)
+        trainer = quick_trainer(max_steps=10, callbacks=[ckpt], enable_checkpointing=True)
+        with pytest.raises(NonFiniteLossError) as error:
+            trainer.fit(model, data)
+        if every is None:  # only at epoch end: none yet at step 3
+            assert "no checkpoint was written before it" in str(error.value)
+        else:
+            assert f"the newest checkpoint, {folder / 'last.ckpt'}, was written" in str(error.value)

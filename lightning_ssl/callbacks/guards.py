@@ -75,6 +75,15 @@ class NonFiniteLossGuard(L.Callback):
             else "(found at a deferred check); stopped before any later checkpoint"
         )
         raise NonFiniteLossError(
-            f"non-finite training loss{value} at global step {step} {where}, the last "
-            "checkpoint is intact"
+            f"non-finite training loss{value} at global step {step} {where}; {_saved(trainer)}"
         )
+
+
+def _saved(trainer: L.Trainer) -> str:
+    """What can be resumed: the newest checkpoint (none is written after a bad loss), if any."""
+    from lightning_ssl.last_checkpoint import newest_checkpoint
+
+    newest = newest_checkpoint(trainer)
+    if newest is None:
+        return "no checkpoint was written before it, so there is nothing to resume from"
+    return f"the newest checkpoint, {newest}, was written before it"

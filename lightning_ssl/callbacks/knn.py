@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from lightning_ssl import distributed
@@ -68,13 +69,18 @@ class KNNMonitor(L.Callback):
             batch_size=loader.batch_size,
             num_workers=loader.num_workers,
             collate_fn=loader.collate_fn,
+            worker_init_fn=loader.worker_init_fn,
         )
         feats, labels = [], []
         with trainer.precision_plugin.forward_context():
             for images, targets in shard_loader:
+                if trainer.received_sigterm:  # SIGTERM/SIGUSR1/Ctrl-C: stop within one batch
+                    break  # (raised below: leaving the loop first shuts its workers down)
                 images = images.to(pl_module.device, non_blocking=True)
                 feats.append(F.normalize(pl_module.extract_features(images).float(), dim=1))
                 labels.append(targets.to(pl_module.device))
+        if trainer.received_sigterm:
+            raise SIGTERMException()
         bank, bank_labels = torch.cat(feats), torch.cat(labels)
         # Shards differ by at most one image: pad with label -1 (never votes) to gather.
         pad = -(-len(indices) // distributed.world_size()) - bank.shape[0]

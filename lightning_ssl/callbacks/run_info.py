@@ -22,6 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 #: Name of the metadata file in the run folders.
 RUN_FILE = "run.json"
@@ -89,6 +90,59 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def ended(exception: BaseException, trainer: L.Trainer | None = None) -> dict[str, Any]:
+    """``run.json`` fields for a run stopped by ``exception``: ``interrupted`` with the signal's
+    name (SIGTERM, SIGINT, SIGUSR1: Lightning's ``SIGTERMException``), else ``failed`` with the
+    error.
+
+    Example:
+        >>> ended(ValueError("bad"))["status"], ended(KeyboardInterrupt())["signal"]
+        ('failed', 'SIGINT')
+    """
+    if isinstance(exception, KeyboardInterrupt):
+        return {"status": "interrupted", "signal": "SIGINT", "ended_at": _now()}
+    if isinstance(exception, SIGTERMException):
+        from lightning_ssl.signals import GracefulStop
+
+        stops = [c for c in (trainer.callbacks if trainer else []) if isinstance(c, GracefulStop)]
+        name = stops[0].received.name if stops and stops[0].received else "SIGTERM"
+        return {"status": "interrupted", "signal": name, "ended_at": _now()}
+    error = f"{type(exception).__name__}: {exception}"
+    return {"status": "failed", "error": error[:2000], "ended_at": _now()}
+
+
+def mark_killed(folder: str | Path) -> list[Path]:
+    """Mark a ``run.json`` of ``folder`` (and of the log dir it names) still saying ``running``
+    as ``killed``: its process died without a word (SIGKILL, out of memory, node failure).
+
+    Call it only while holding the folder's lock (:mod:`lightning_ssl.run_lock`), which proves
+    that no live process writes there. Returns the files marked.
+
+    Example:
+        >>> mark_killed("runs/simclr-cifar10")  # doctest: +SKIP
+        [PosixPath('runs/simclr-cifar10/run.json'), ...]
+    """
+    marked = []
+    files = [Path(folder) / RUN_FILE]
+    for file in files:  # grows by the log dir named in the first file
+        try:
+            info = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("status") != "running":
+            continue
+        if info.get("log_dir") and (Path(info["log_dir"]) / RUN_FILE).resolve() != file.resolve():
+            files.append(Path(info["log_dir"]) / RUN_FILE)
+        info.update(status="killed", ended_at=None, killed_found_at=_now())
+        write_json_atomic(file, info)
+        marked.append(file)
+    return marked
+
+
 def _batch_size(batch: Any) -> int:
     """Images in a ``(views, labels)`` batch (or a bare tensor of images)."""
     if isinstance(batch, torch.Tensor):
@@ -123,7 +177,10 @@ class RunInfo(L.Callback):
     ``config_hash`` (sha256 of the saved ``config.yaml``, else of the hyperparameters),
     ``git_commit``, ``git_dirty``, ``device``, ``torch``, ``lightning``, ``start_time``,
     ``wall_time_s``, ``train_time_s``, ``train_images``, ``images_per_s``, ``peak_memory_mib``,
-    ``peak_memory_kind``, ``metrics`` (``trainer.callback_metrics`` as floats), ``status``.
+    ``peak_memory_kind``, ``metrics`` (``trainer.callback_metrics`` as floats), ``pid``,
+    ``status`` and ``ended_at``. ``status`` is ``running``, then ``finished``, ``failed`` (with
+    ``error``), ``interrupted`` (with ``signal``: SIGTERM, SIGUSR1, SIGINT) or ``killed`` (found
+    still ``running`` by the next run in the folder: the process died without a word).
 
     Example:
         >>> trainer = L.Trainer(callbacks=[RunInfo()])  # doctest: +SKIP
@@ -205,6 +262,7 @@ class RunInfo(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            self.info["ended_at"] = _now()
             self._write(trainer, pl_module, status="finished")
             self._log_to_wandb(trainer)
 
@@ -212,7 +270,8 @@ class RunInfo(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if trainer.is_global_zero and self.info:
-            self._write(trainer, pl_module, status=f"failed: {type(exception).__name__}")
+            self.info.update(ended(exception, trainer))
+            self._write(trainer, pl_module, status=self.info["status"])
 
     # ------------------------------------------------------------------ content
     def _static_info(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -247,7 +306,8 @@ class RunInfo(L.Callback):
             "lightning": L.__version__,
             "python": platform.python_version(),
             "command": sys.argv,
-            "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "start_time": _now(),
+            "pid": os.getpid(),
             "log_dir": self._log_dir,
             "default_root_dir": trainer.default_root_dir,
         }

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, read_file
 
-from lightning_ssl.data.datasets import load_image, scan_image_folder
+from lightning_ssl.data.datasets import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    display_path,
+    load_image_tensor,
+    scan_image_folder,
+)
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
@@ -57,35 +61,35 @@ def _fingerprint(root: Path, samples: list[tuple[str, int]]) -> str:
         stat = os.stat(path)
         size, mtime = size + stat.st_size, max(mtime, stat.st_mtime_ns)
         relative = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
-        digest.update(f"{relative}:{label}\n".encode())
+        digest.update(os.fsencode(relative) + f":{label}\n".encode())  # any file name bytes
     digest.update(f"{size}|{mtime}".encode())
     return digest.hexdigest()[:16]
 
 
-def _decode(path: str) -> Tensor:
-    """Decode one file to a uint8 RGB (3, H, W) tensor (torchvision, PIL as a fallback)."""
-    try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except Exception:
-        return torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1)  # names the file
+def _decode(path: str, max_pixels: int | None) -> Tensor:
+    """Decode one file to a uint8 RGB (3, H, W) tensor, its size checked before decoding."""
+    return load_image_tensor(path, max_pixels, None)
 
 
-def _decode_all(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
-    first = _decode(samples[0][0])
+def _decode_all(samples: list[tuple[str, int]], max_pixels: int | None) -> tuple[Tensor, Tensor]:
+    first = _decode(samples[0][0], max_pixels)
     images = torch.empty((len(samples), *first.shape), dtype=torch.uint8)
     for index, (path, _) in enumerate(samples):
-        image = first if index == 0 else _decode(path)
+        image = first if index == 0 else _decode(path, max_pixels)
         if image.shape != first.shape:
             raise ValueError(
-                f"{path} has shape {tuple(image.shape)} but {samples[0][0]} has "
-                f"{tuple(first.shape)}: an in-memory split needs images of one size"
+                f"{display_path(path)} has shape {tuple(image.shape)} but "
+                f"{display_path(samples[0][0])} has {tuple(first.shape)}: an in-memory split "
+                "needs images of one size"
             )
         images[index] = image
     return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
 def read_image_folder(
-    root: Path, cache_dir: str | Path | None = None
+    root: Path,
+    cache_dir: str | Path | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[Tensor, Tensor, list[str]]:
     """Decode an ImageFolder tree of same-sized images into memory, cached across runs.
 
@@ -97,6 +101,8 @@ def read_image_folder(
     Args:
         root: ImageFolder tree (``root/<class>/<image>``).
         cache_dir: Cache folder (default :func:`cache_root`).
+        max_image_pixels: Refuse an image with more pixels, naming the file (``None``: no
+            limit; default PIL's decompression-bomb threshold).
 
     Returns:
         ``uint8`` images ``(N, 3, H, W)``, ``int64`` labels ``(N,)`` and the class names.
@@ -110,7 +116,7 @@ def read_image_folder(
         except Exception as err:  # a broken cache file is rebuilt
             log.warning("ignoring unreadable cache file %s (%s)", cache_file, err)
     start = time.perf_counter()
-    images, labels = _decode_all(samples)
+    images, labels = _decode_all(samples, max_image_pixels)
     log.info("decoded %d images of %s in %.1f s", len(samples), root, time.perf_counter() - start)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
