@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from lightning_ssl.data.datamodule import InMemoryDataModule
+from lightning_ssl.data.datasets import DEFAULT_MAX_IMAGE_PIXELS
 from lightning_ssl.data.readers import read_cifar, read_image_folder, require_dir
 from lightning_ssl.data.transforms import CIFAR100_MEAN, CIFAR100_STD, CIFAR_MEAN, CIFAR_STD
 
@@ -24,6 +25,8 @@ class CIFAR10DataModule(InMemoryDataModule):
         download: Download torchvision's pickled copy into ``data_dir`` if missing.
         cache_dir: Where decoded JPEG trees are cached (default ``$LIGHTNING_SSL_CACHE`` or
             ``~/.cache/lightning_ssl``).
+        max_image_pixels: Refuse (naming the file) a JPEG with more pixels, read from its
+            header before decoding; ``None``: no limit.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
     Example:
@@ -39,10 +42,16 @@ class CIFAR10DataModule(InMemoryDataModule):
     pickle_folder: ClassVar[str] = "cifar-10-batches-py"
 
     def __init__(
-        self, data_dir: str, download: bool = False, cache_dir: str | None = None, **kwargs: Any
+        self,
+        data_dir: str,
+        download: bool = False,
+        cache_dir: str | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(data_dir, **kwargs)
         self.download, self.cache_dir = download, cache_dir
+        self.max_image_pixels = max_image_pixels
 
     def _is_pickled(self) -> bool:
         if self.download or (self.data_dir / self.pickle_folder).is_dir():
@@ -67,7 +76,7 @@ class CIFAR10DataModule(InMemoryDataModule):
         if not train and not (self.data_dir / "test").is_dir() and (self.data_dir / "val").is_dir():
             name = "val"
         root = require_dir(self.data_dir / name, "CIFAR image folder", "expected train/ and test/")
-        images, labels, classes = read_image_folder(root, self.cache_dir)
+        images, labels, classes = read_image_folder(root, self.cache_dir, self.max_image_pixels)
         if len(classes) != self.num_classes:
             raise ValueError(
                 f"{root} has {len(classes)} class folders, expected {self.num_classes}"

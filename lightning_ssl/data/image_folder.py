@@ -9,7 +9,13 @@ from typing import Any, ClassVar
 from torch.utils.data import Dataset
 
 from lightning_ssl.data.datamodule import SSLDataModule
-from lightning_ssl.data.datasets import ImageFolderDataset, pad_collate, scan_image_folder
+from lightning_ssl.data.datasets import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_IMAGE_SIDE,
+    ImageFolderDataset,
+    pad_collate,
+    scan_image_folder,
+)
 from lightning_ssl.data.readers import require_dir
 
 
@@ -25,6 +31,10 @@ class ImageFolderDataModule(SSLDataModule):
         train_dir: Training ImageFolder tree, relative to ``data_dir``.
         val_dir: Validation ImageFolder tree, relative to ``data_dir``.
         num_classes: Number of classes (default: the class folders of ``train_dir``).
+        max_image_pixels: Refuse (naming the file) an image with more pixels, read from its
+            header before decoding (PIL's ``MAX_IMAGE_PIXELS`` by default); ``None``: no limit.
+        max_image_side: Shrink larger images at load so their longer side is this (bounds the
+            padded batches of ``batched_augmentation``); ``None``: keep every size.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
     Example:
@@ -42,6 +52,8 @@ class ImageFolderDataModule(SSLDataModule):
         train_dir: str = "train",
         val_dir: str = "val",
         num_classes: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_side: int | None = DEFAULT_MAX_IMAGE_SIDE,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("images_on_device"):
@@ -51,6 +63,7 @@ class ImageFolderDataModule(SSLDataModule):
             )
         super().__init__(data_dir, **kwargs)
         self.train_dir, self.val_dir, self._num_classes = train_dir, val_dir, num_classes
+        self.max_image_pixels, self.max_image_side = max_image_pixels, max_image_side
         # The count read from the folders, as Lightning merges these hparams with the model's.
         self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
 
@@ -80,5 +93,10 @@ class ImageFolderDataModule(SSLDataModule):
         # Batched augmentation: uint8 tensors decoded by torchvision.io in the loader workers.
         as_tensor = split == "train" and self.batched_augmentation
         return ImageFolderDataset(
-            self.data_dir / name, transform, samples=self._loaded[name], as_tensor=as_tensor
+            self.data_dir / name,
+            transform,
+            samples=self._loaded[name],
+            as_tensor=as_tensor,
+            max_image_pixels=self.max_image_pixels,
+            max_image_side=self.max_image_side,
         )

@@ -120,3 +120,31 @@ def test_a_file_name_that_is_not_utf8_loads_and_errors_name_it(tmp_path, monkeyp
     for loader in (load_image, load_image_tensor):
         with pytest.raises(RuntimeError, match=r"cannot read image file .*a/caf\\xe9\.png"):
             loader(os.fsdecode(odd))
+
+
+def test_datamodules_take_the_limits_from_the_cli_arguments(tmp_path):
+    """The settings the errors name are DataModule (CLI) arguments that reach every reader."""
+    from lightning_ssl.data import CIFAR10DataModule, ImageFolderDataModule
+
+    root = tmp_path / "data"
+    classes = {"a": [(40, 30), (30, 40)], "b": [(40, 30), (64, 48)]}
+    for split in ("train", "val"):
+        image_tree(root / split, classes)
+    folder = ImageFolderDataModule(
+        str(root), batch_size=2, num_workers=0, max_image_pixels=None, max_image_side=32
+    )
+    folder.setup("fit")
+    dataset = folder.dataset("train")
+    dataset = getattr(dataset, "dataset", dataset)  # under a position-seeding wrapper, if any
+    assert dataset.max_image_side == 32 and dataset.max_image_pixels is None
+    strict = ImageFolderDataModule(str(root), batch_size=2, num_workers=0, max_image_pixels=1000)
+    strict.setup("fit")
+    with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
+        strict.dataset("train")[3]  # 64 x 48 = 3072 pixels
+
+    cifar = tmp_path / "cifar"
+    for split in ("train", "test"):
+        image_tree(cifar / split, {str(c): [(32, 32)] for c in range(10)})
+    small = CIFAR10DataModule(str(cifar), cache_dir=str(tmp_path / "cache"), max_image_pixels=100)
+    with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
+        small.prepare_data()
