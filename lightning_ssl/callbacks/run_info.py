@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_ssl.run_folder import read_run_info
+
 #: Name of the metadata file in the run folders.
 RUN_FILE = "run.json"
 
@@ -250,6 +252,8 @@ class RunInfo(L.Callback):
             "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "log_dir": self._log_dir,
             "default_root_dir": trainer.default_root_dir,
+            # validate/test results recorded beside the run survive its resume.
+            "evaluations": read_run_info(trainer.default_root_dir).get("evaluations", []),
         }
 
     def _config_file(self, trainer: L.Trainer) -> Path | None:
