@@ -71,9 +71,10 @@ class LightningSSLCLI(LightningCLI):
         """One folder per run: ``--run_dir`` sets ``default_root_dir``, ``--ckpt_path last`` is
         looked up in it only, a new ``fit`` into a folder holding a run is refused, and every
         logger writes into it."""
-        if subcommand is None:
-            return
         trainer = config.trainer
+        if subcommand is None:  # run=False (notebooks): place the loggers, nothing to resume
+            place_loggers(trainer.logger, trainer.default_root_dir or os.getcwd(), "fit")
+            return
         if config.get("run_dir"):
             trainer.default_root_dir = config.run_dir
         root = trainer.default_root_dir or os.getcwd()
