@@ -16,7 +16,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -112,7 +112,9 @@ class ConciseArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-        prog = parser.prog.replace(" [options]", "")
+        # "__main__.py fit" under python -m: name the command as the user knows it.
+        words = parser.prog.replace(" [options]", "").split()
+        prog = "lightning-ssl" + (f" {words[-1]}" if len(words) > 1 else "")
         sys.stderr.write(f"{prog}: error: {concise_error(message, options)}\n")
         sys.stderr.write(f"(every option: {prog} --help)\n")
         raise SystemExit(2)
@@ -141,7 +143,3 @@ def _traceback_files(error: BaseException) -> list[str]:
         tb = tb.tb_next
     return files
 
-
-def first_line(value: Any) -> str:
-    """The first line of ``str(value)``."""
-    return str(value).strip().splitlines()[0] if str(value).strip() else ""

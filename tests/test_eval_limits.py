@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import wandb
 
 from lightning_ssl.callbacks import KNNMonitor
@@ -69,5 +70,6 @@ def test_smoke_run_of_the_gpu_config_respects_limits(cifar10_dir, tmp_path, monk
     # Epoch 0 (a multiple of 10) and the last epoch; each bank is 2 batches of 8 images.
     assert banks == [(0, VAL_BATCHES * BATCH), (1, VAL_BATCHES * BATCH)]
     assert "val/knn_top1" in cli.trainer.callback_metrics
-    checkpoints = sorted(p.name for p in (tmp_path / "runs/simclr-cifar10/checkpoints").iterdir())
-    assert checkpoints == ["last.ckpt"]
+    folder = tmp_path / "runs/simclr-cifar10/checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # one, not three
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 8

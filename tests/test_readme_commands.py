@@ -55,7 +55,10 @@ def test_the_readme_shows_every_workflow_command():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("readme")
+    """A folder standing for the repository root (the README's commands name configs/...)."""
+    workdir = tmp_path_factory.mktemp("readme")
+    (workdir / "configs").symlink_to(REPO / "configs")
+    return workdir
 
 
 def as_run(command: str, data_dir: Path) -> list[str]:

@@ -4,7 +4,9 @@ files, read from the CSV logs and from the W&B offline runs alike (issue 11)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import signal
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from lightning_ssl.compare import main as compare_main
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs/simclr/quickstart.yaml"
@@ -81,9 +85,12 @@ def day(cifar10_dir, tmp_path_factory) -> dict:
     cli("fit", *args, "--trainer.default_root_dir=runs/b", "--trainer.max_epochs=2", cwd=cwd)
     tables = {}
     for source in ("csv", "wandb"):
-        out = cli("compare", "runs/a", "runs/b", "--format=json", f"--source={source}",
-                  f"--out=plots-{source}", cwd=cwd)  # fmt: skip
-        tables[source] = json.loads(out.stdout)
+        out = io.StringIO()
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out):
+            code = compare_main(["runs/a", "runs/b", "--format=json", f"--source={source}",
+                                 f"--out=plots-{source}"])  # fmt: skip
+        assert code == 0
+        tables[source] = json.loads(out.getvalue())
     return {
         "a": run_a,
         "b": run_b,
