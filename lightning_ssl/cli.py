@@ -79,9 +79,11 @@ class LightningSSLCLI(LightningCLI):
             trainer.default_root_dir = config.run_dir
         root = trainer.default_root_dir or os.getcwd()
         fit = subcommand == "fit"
-        config.ckpt_path = resolve_ckpt_path(root, config.get("ckpt_path"), fit)
+        requested = config.get("ckpt_path")
+        config.ckpt_path = resolve_ckpt_path(root, requested, fit)
         self._resuming = fit and config.ckpt_path is not None
-        if fit and not trainer.fast_dev_run and config.ckpt_path is None:
+        # last_if_exists may start afresh in a folder whose run died before its first checkpoint.
+        if fit and not trainer.fast_dev_run and requested is None:
             check_new_fit(root)
         place_loggers(trainer.logger, root, subcommand, config.get("log_model"))
         self._eval_start = time.time()

@@ -109,7 +109,7 @@ def test_config_mistakes_print_the_real_error_in_one_line(tmp_path):
         "SimCLR; did you mean 'temperature'?",
         "--model.init_args.temperature=hot": "--model.init_args.temperature: expected float, "
         "got 'hot'",
-        "--trainer.max_epoch=3": "--trainer.max_epoch: unknown option; did you mean "
+        "--trainer.max_epoks=3": "--trainer.max_epoks: unknown option; did you mean "
         "'--trainer.max_epochs'?",
     }
     for mistake, message in expected.items():

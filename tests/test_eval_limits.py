@@ -58,7 +58,6 @@ def test_smoke_run_of_the_gpu_config_respects_limits(cifar10_dir, tmp_path, monk
                 "--trainer.max_epochs=2",
                 "--trainer.limit_train_batches=4",
                 f"--trainer.limit_val_batches={VAL_BATCHES}",
-                "--trainer.enable_progress_bar=false",
                 f"--data.init_args.data_dir={cifar10_dir}",
                 f"--data.init_args.batch_size={BATCH}",
                 "--data.init_args.train_subset=1000",

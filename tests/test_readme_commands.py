@@ -20,7 +20,6 @@ TINY = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
     "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
     "--data.init_args.batch_size=8",
     "--data.init_args.num_workers=0",
     "--data.init_args.train_subset=64",
