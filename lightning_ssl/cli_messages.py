@@ -58,7 +58,7 @@ _KEY_NOT_EXPECTED = re.compile(r"Key '([\w.]+)' is not expected")
 _CLASS_PATH = re.compile(r"Problem with given class_path '([\w.]+)'")
 _PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
 _EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>\. Got value: (.*)")
-_UNRECOGNIZED = re.compile(r"Unrecognized arguments: (\S+)")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (\S+)", re.IGNORECASE)
 
 
 def _init_parameters(class_path: str) -> list[str]:
