@@ -10,7 +10,9 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -21,12 +23,15 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssl.callbacks.run_info import RunInfo
+from lightning_ssl.callbacks.warmup_check import WarmupCheck
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
+from lightning_ssl.cli_messages import ConciseArgumentParser, filter_third_party_noise
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
-from lightning_ssl.last_checkpoint import resolve_last
+from lightning_ssl.loggers import configure_wandb, place_loggers
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
 from lightning_ssl.methods.base import check_checkpoint_method
+from lightning_ssl.run_folder import check_new_fit, record_evaluation, resolve_ckpt_path
 from lightning_ssl.run_lock import RunFolderLock
 from lightning_ssl.signals import GracefulStop
 
@@ -41,16 +46,53 @@ class LightningSSLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="The run's folder (checkpoints, logs, config.yaml, run.json); sets "
+            "trainer.default_root_dir. --ckpt_path last resumes the run in it; "
+            "--ckpt_path last_if_exists resumes only when it holds a checkpoint.",
+        )
+        parser.add_argument(
+            "--log_model",
+            type=bool | str | None,
+            default=None,
+            help="W&B checkpoint artifacts: true (final checkpoints) or all (every checkpoint).",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand or "", self.config)
+        self._place_run(config, subcommand)
         # Before LightningCLI swaps in the checkpoint's own class: a checkpoint of another
         # method must fail with both names, not silently run the other method.
-        config = self.config.get(self.config.get("subcommand") or "", self.config)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
             checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             check_checkpoint_method(checkpoint, config.model.class_path.rsplit(".", 1)[-1])
+
+    def _place_run(self, config: Any, subcommand: str | None) -> None:
+        """One folder per run: ``--run_dir`` sets ``default_root_dir``, ``--ckpt_path last`` is
+        looked up in it only, a new ``fit`` into a folder holding a run is refused, and every
+        logger writes into it."""
+        trainer = config.trainer
+        if subcommand is None:  # run=False (notebooks): place the loggers, nothing to resume
+            place_loggers(trainer.logger, trainer.default_root_dir or os.getcwd(), "fit")
+            return
+        if config.get("run_dir"):
+            trainer.default_root_dir = config.run_dir
+        root = trainer.default_root_dir or os.getcwd()
+        fit = subcommand == "fit"
+        requested = config.get("ckpt_path")
+        config.ckpt_path = resolve_ckpt_path(root, requested, fit)
+        self._resuming = fit and config.ckpt_path is not None
+        # last_if_exists may start afresh in a folder whose run died before its first checkpoint.
+        if fit and not trainer.fast_dev_run and requested is None:
+            check_new_fit(root)
+        place_loggers(trainer.logger, root, subcommand, config.get("log_model"))
+        self._eval_start = time.time()
 
     def before_instantiate_classes(self) -> None:
         # W&B logs offline unless the user opts in (no network is the common cluster case).
@@ -71,19 +113,22 @@ class LightningSSLCLI(LightningCLI):
             # Not under fast_dev_run (it would overwrite a real run's run.json). First, so that
             # a checkpoint saved at epoch end holds this epoch's time and images.
             trainer.callbacks.insert(0, RunInfo())
+        if not any(isinstance(c, WarmupCheck) for c in trainer.callbacks):
+            trainer.callbacks.append(WarmupCheck())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        dataset = type(data).__name__.removesuffix("DataModule").lower()
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                init = logger._wandb_init
-                if init.get("dir"):
-                    # W&B's service process resolves a relative folder against its own working
-                    # directory (that of the first run in this process tree), not this run's.
-                    init["dir"] = logger._save_dir = os.path.abspath(init["dir"])
-                init.setdefault("group", type(model).__name__.lower())
-                dataset = type(data).__name__.removesuffix("DataModule").lower()
-                init.setdefault("tags", [dataset, model.hparams.get("backbone", "")])
+                configure_wandb(
+                    logger,
+                    trainer.default_root_dir,
+                    self.subcommand,
+                    resume=getattr(self, "_resuming", False),
+                    group=type(model).__name__.lower(),
+                    tags=[dataset, str(model.hparams.get("backbone", ""))],
+                )
 
     def before_fit(self) -> None:
         self._set_run_defaults()
@@ -93,13 +138,10 @@ class LightningSSLCLI(LightningCLI):
             self.datamodule = wrap(self.datamodule)
 
     def _add_fault_handling(self) -> None:
-        """``--ckpt_path last`` that skips a corrupt newest file, one writer per run folder
-        (locked here, before Lightning's ``setup`` creates the loggers' version folders), and
+        """One writer per run folder (locked here, before Lightning's ``setup`` creates the
+        loggers' version folders), and
         a checkpoint and a non-zero exit on SIGTERM/SIGUSR1/Ctrl-C (first among the callbacks,
         so that ``run.json`` records the signal after the save)."""
-        config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") == "last" and (path := resolve_last(self.trainer)):
-            config["ckpt_path"] = path
         callbacks = self.trainer.callbacks
         if not self.trainer.fast_dev_run:
             # After RunInfo: on an exception the lock is released once run.json is written.
@@ -121,10 +163,33 @@ class LightningSSLCLI(LightningCLI):
         self._finish_wandb()
 
     def after_validate(self) -> None:
+        self._record_evaluation()
         self._finish_wandb()
 
     def after_test(self) -> None:
+        self._record_evaluation()
         self._finish_wandb()
+
+    def _record_evaluation(self) -> None:
+        """Add this validate/test to the run's ``run.json`` (its history stays untouched)."""
+        trainer = self.trainer
+        if trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        metrics = {}
+        for key, value in trainer.callback_metrics.items():
+            if isinstance(value, (int, float)) or getattr(value, "numel", lambda: 0)() == 1:
+                metrics[key] = float(value)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        record_evaluation(
+            trainer.default_root_dir,
+            {
+                "subcommand": self.subcommand,
+                "ckpt_path": os.path.abspath(ckpt_path) if ckpt_path else None,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._eval_start)),
+                "log_dir": trainer.log_dir,
+                "metrics": metrics,
+            },
+        )
 
     def before_validate(self) -> None:
         self._set_run_defaults()
@@ -135,12 +200,14 @@ class LightningSSLCLI(LightningCLI):
 
 def run_cli(args: list[str] | None = None) -> LightningSSLCLI:
     """Run the CLI on ``args`` (default: ``sys.argv``) and return it (for tests and notebooks)."""
+    filter_third_party_noise()
     return LightningSSLCLI(
         LightningModule,
         SSLDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        parser_class=ConciseArgumentParser,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -23,6 +23,24 @@ TOOLS = {
 }
 
 
+#: ``lightning-ssl --help``: every command, LightningCLI's and the tools.
+HELP = """usage: lightning-ssl COMMAND [options]
+
+Training and evaluation (LightningCLI; `lightning-ssl COMMAND --help` lists every option):
+  fit        train a method: --config configs/<method>/<dataset>.yaml --run_dir DIR
+  validate   evaluate a checkpoint on the validation split (--ckpt_path last|FILE)
+  test       evaluate a checkpoint on the test split
+  predict    run a checkpoint's predict_step
+
+Tools:
+  compare    table and plots of runs: lightning-ssl compare RUN_DIR [RUN_DIR ...]
+  grid       train a grid of values, one run folder each, then compare them
+  export     write a checkpoint's backbone for use outside this project
+
+A run is a folder (--run_dir, or --trainer.default_root_dir): checkpoints, CSV and W&B logs,
+config.yaml and run.json together. Resume it with --ckpt_path last."""
+
+
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     """``(own, extra)``: the arguments before ``--`` and those after it (passed to ``fit``).
 
@@ -42,7 +60,28 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in TOOLS:
         module_name, function = TOOLS[argv[0]].split(":")
         raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
-    from lightning_ssl.cli import run_cli
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP)
+        raise SystemExit(0 if argv else 2)
+    _run_lightning(argv, None if argv == sys.argv[1:] else argv)
 
-    # None when they are sys.argv: LightningCLI warns when given both args and a command line.
-    run_cli(None if argv == sys.argv[1:] else argv)
+
+def _run_lightning(argv: list[str], args: list[str] | None) -> None:
+    """LightningCLI, with the errors a user can fix printed in one line (no traceback)."""
+    from lightning_ssl.cli import run_cli
+    from lightning_ssl.cli_messages import data_error_message
+    from lightning_ssl.run_folder import RunFolderError
+
+    subcommand = argv[0]
+    try:
+        # None when they are sys.argv: LightningCLI warns when given both args and a command line.
+        run_cli(args)
+    except RunFolderError as error:
+        print(f"lightning-ssl {subcommand}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except FileNotFoundError as error:
+        message = data_error_message(error, subcommand)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        raise SystemExit(1) from None

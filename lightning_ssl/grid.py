@@ -127,6 +127,8 @@ def loggers_for(
         kind = _class_path(logger).rsplit(".", 1)[-1]
         if kind in ("CSVLogger", "TensorBoardLogger", "WandbLogger"):
             logger["init_args"]["save_dir"] = str(run_dir)
+        if kind == "CSVLogger":  # the run folder's layout (run_dir/csv), as the CLI sets it
+            logger["init_args"]["name"] = "csv"
         if kind == "WandbLogger":
             logger["init_args"].update(group=group, name=name, tags=tags)
             logger["init_args"].pop("version", None)

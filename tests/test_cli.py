@@ -101,12 +101,46 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_misspelt_key_and_wrong_type_fail_with_the_cli_message(tmp_path):
+def test_config_mistakes_print_the_real_error_in_one_line(tmp_path):
+    """Issue 11: the error first, in one line, with the key and a close match; no usage block."""
     config = str(REPO / "configs/simclr/cifar10.yaml")
-    bad_key = _cli("fit", f"--config={config}", "--model.init_args.temperatur=0.2", cwd=tmp_path)
-    assert bad_key.returncode != 0 and "temperatur" in bad_key.stderr
-    bad_type = _cli("fit", f"--config={config}", "--model.init_args.temperature=hot", cwd=tmp_path)
-    assert bad_type.returncode != 0 and "temperature" in bad_type.stderr
+    expected = {
+        "--model.init_args.temperatur=0.2": "--model.init_args.temperatur: unknown option of "
+        "SimCLR; did you mean 'temperature'?",
+        "--model.init_args.temperature=hot": "--model.init_args.temperature: expected float, "
+        "got 'hot'",
+        "--trainer.max_epoks=3": "--trainer.max_epoks: unknown option; did you mean "
+        "'--trainer.max_epochs'?",
+    }
+    for mistake, message in expected.items():
+        out = _cli("fit", f"--config={config}", mistake, cwd=tmp_path)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and lines[0] == f"lightning-ssl fit: error: {message}", lines
+        assert len(lines) == 2 and "usage" not in out.stderr, lines
+
+
+def test_data_errors_name_the_cli_flag_without_a_traceback(tmp_path):
+    out = _cli(
+        "fit",
+        f"--config={REPO / 'configs/simclr/quickstart.yaml'}",
+        f"--data.init_args.data_dir={tmp_path / 'missing'}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stderr.splitlines() if "data error" in ln]
+    assert str(tmp_path / "missing") in line and "--data.init_args.data_dir" in line
+    assert "download=True" not in out.stderr
+
+
+def test_help_lists_every_command_and_run_folder_errors_are_one_line(tmp_path):
+    out = _cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for command in ("fit", "validate", "test", "predict", "compare", "grid", "export"):
+        assert f"\n  {command} " in out.stdout, command
+    config = str(REPO / "configs/simclr/quickstart.yaml")
+    out = _cli("fit", f"--config={config}", "--run_dir=runs/none", "--ckpt_path=last", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("lightning-ssl fit: error: --ckpt_path")
 
 
 def test_print_config_is_complete(tmp_path):
@@ -134,7 +168,8 @@ def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path,
         "--model.init_args.proj_hidden_dim=64",
     ]
     run_cli(["fit", *common, "--trainer.max_epochs=1"])
-    last = tmp_path / "runs/simclr-cifar10/checkpoints/last.ckpt"
+    (last,) = (tmp_path / "runs/simclr-cifar10/checkpoints").iterdir()  # one checkpoint
+    assert last.name == "last.ckpt"
     assert last.exists()
     assert torch.load(last, weights_only=False)["global_step"] == 4
     cli = run_cli(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
@@ -146,9 +181,14 @@ def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path,
     assert 0.0 <= float(cli.trainer.callback_metrics["val/probe_top1"]) <= 1.0
     cli = run_cli(["test", *common, f"--ckpt_path={last}"])
     assert "test/probe_top1" in cli.trainer.callback_metrics
-    # Logged to CSV (with the saved config) and to an offline W&B run grouped by method.
-    metrics = sorted((tmp_path / "runs/simclr-cifar10/csv").glob("version_*/metrics.csv"))
-    assert metrics and "val/knn_top1" in metrics[0].read_text().splitlines()[0]
+    # Logged to CSV (with the saved config) and to an offline W&B run grouped by method: the
+    # training history in csv/ (one version per process), validate/test beside it.
+    root = tmp_path / "runs/simclr-cifar10"
+    metrics = sorted((root / "csv").glob("version_*/metrics.csv"))
+    assert [m.parent.name for m in metrics] == ["version_0", "version_1"]
+    assert "val/knn_top1" in metrics[0].read_text().splitlines()[0]
     assert (metrics[0].parent / "config.yaml").exists()
-    runs = list((tmp_path / "runs/simclr-cifar10/wandb").glob("offline-run-*"))
-    assert runs, "no offline W&B run was written"
+    for subcommand in ("validate", "test"):
+        assert (root / f"evaluations/{subcommand}/version_0/metrics.csv").is_file()
+    runs = list((root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, "the resumed process continues the W&B run in a second segment"

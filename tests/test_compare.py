@@ -22,21 +22,6 @@ EPOCHS, TRAIN, BATCH = 2, 128, 32
 RUNS = {"lr2e-3": "2e-3", "lr5e-4": "5e-4"}
 
 
-def _loggers(root: Path) -> str:
-    return json.dumps(
-        [
-            {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(root), "name": "csv"},
-            },
-            {
-                "class_path": "lightning.pytorch.loggers.WandbLogger",
-                "init_args": {"save_dir": str(root), "project": "lightning-ssl", "offline": True},
-            },
-        ]
-    )
-
-
 @pytest.fixture(scope="module")
 def runs(cifar10_dir, tmp_path_factory) -> dict[str, Path]:
     """Two 2-epoch SimCLR runs of the quickstart config on 128 CIFAR-10 images, by name."""
@@ -48,8 +33,7 @@ def runs(cifar10_dir, tmp_path_factory) -> dict[str, Path]:
             [
                 "fit",
                 f"--config={REPO / 'configs/simclr/quickstart.yaml'}",
-                f"--trainer.default_root_dir={root}",
-                f"--trainer.logger={_loggers(root)}",
+                f"--run_dir={root}",
                 f"--trainer.max_epochs={EPOCHS}",
                 "--trainer.log_every_n_steps=2",
                 "--trainer.enable_progress_bar=false",

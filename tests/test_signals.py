@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ssl.last_checkpoint import checkpoint_problem
+from lightning_ssl.run_folder import checkpoint_problem
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, BATCH, EPOCHS = 192, 32, 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 
@@ -79,11 +82,23 @@ class NonFiniteLossGuard(L.Callback):
         )
 
 
+def _newest_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The newest checkpoint file the trainer's ``ModelCheckpoint``s wrote or can resume from
+    (``last*.ckpt`` and their tracked best/last paths), or ``None`` when none exists."""
+    paths: set[str] = set()
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        if callback.dirpath is not None:
+            paths |= {os.fspath(p) for p in callback._find_last_checkpoints(trainer)}
+        paths |= {callback.last_model_path, callback.best_model_path}
+    existing = [path for path in paths if path and os.path.isfile(path)]
+    return Path(max(existing, key=lambda path: os.stat(path).st_mtime_ns)) if existing else None
+
+
 def _saved(trainer: L.Trainer) -> str:
     """What can be resumed: the newest checkpoint (none is written after a bad loss), if any."""
-    from lightning_ssl.last_checkpoint import newest_checkpoint
-
-    newest = newest_checkpoint(trainer)
+    newest = _newest_checkpoint(trainer)
     if newest is None:
         return "no checkpoint was written before it, so there is nothing to resume from"
     return f"the newest checkpoint, {newest}, was written before it"

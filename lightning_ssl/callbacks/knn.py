@@ -15,8 +15,49 @@ from lightning_ssl.callbacks.online_probe import topk_correct
 from lightning_ssl.nn.knn import knn_predict
 
 
+def is_last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the running epoch is the run's last (``max_epochs`` or ``max_steps`` reached).
+
+    Example:
+        >>> is_last_epoch(L.Trainer(max_epochs=1))
+        True
+    """
+    max_epochs = trainer.max_epochs
+    if max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs:
+        return True
+    max_steps = trainer.max_steps
+    if max_steps is not None and max_steps >= 0:
+        # Validation at epoch end runs after that epoch's optimizer steps.
+        left = max_steps - trainer.global_step
+        return left <= 0 or left < trainer.num_training_batches / max(
+            trainer.accumulate_grad_batches, 1
+        )
+    return False
+
+
+def bank_size(trainer: L.Trainer, dataset_size: int, batch_size: int, limit: int | None) -> int:
+    """Training images in the kNN bank: all of them, at most ``limit`` (``bank_limit``), and no
+    more than the trainer's ``limit_val_batches`` allows (that many batches, or that fraction);
+    a ``fast_dev_run`` smoke test takes ``fast_dev_run`` batches.
+
+    Example:
+        >>> bank_size(L.Trainer(limit_val_batches=2), 50_000, 256, None)
+        512
+    """
+    size = dataset_size if limit is None else min(limit, dataset_size)
+    if trainer.fast_dev_run:
+        return min(size, int(trainer.fast_dev_run) * batch_size)
+    val_limit = trainer.limit_val_batches
+    if isinstance(val_limit, int) and not isinstance(val_limit, bool):
+        size = min(size, val_limit * batch_size)
+    elif isinstance(val_limit, float) and val_limit < 1.0:
+        size = min(size, max(1, round(val_limit * dataset_size)))
+    return size
+
+
 class KNNMonitor(L.Callback):
-    """Report ``val/knn_top1`` (and ``val/knn_top5``) every ``every_n_epochs`` epochs.
+    """Report ``val/knn_top1`` (and ``val/knn_top5``) every ``every_n_epochs`` epochs and after
+    the last epoch.
 
     At the start of a validation epoch the train split with the evaluation transform
     (``datamodule.train_eval_dataloader()``) is encoded by the module's ``extract_features``,
@@ -27,9 +68,12 @@ class KNNMonitor(L.Callback):
     Args:
         k: neighbours (default 200, as InstDisc and lightly's CIFAR-10 protocol).
         temperature: vote temperature (default 0.1).
-        every_n_epochs: run on validation epochs whose index is a multiple of this.
+        every_n_epochs: run on validation epochs whose index is a multiple of this (and on the
+            last epoch, so that a run always ends with a kNN figure).
         chunk_size: bank rows compared at once.
-        max_bank_size: use at most this many training images (a fixed, spread-out subset).
+        bank_limit: use at most this many training images (a fixed, spread-out subset). The
+            trainer's ``limit_val_batches`` limits the bank too: ``N`` batches of the training
+            set, or that fraction of it (a smoke run must not encode all 50,000 CIFAR images).
 
     Example:
         >>> monitor = KNNMonitor(k=20, temperature=0.07)
@@ -41,25 +85,25 @@ class KNNMonitor(L.Callback):
         temperature: float = 0.1,
         every_n_epochs: int = 1,
         chunk_size: int = 16384,
-        max_bank_size: int | None = None,
+        bank_limit: int | None = None,
     ) -> None:
         if k < 1 or temperature <= 0 or every_n_epochs < 1:
             raise ValueError("KNNMonitor needs k >= 1, temperature > 0 and every_n_epochs >= 1")
         self.k, self.temperature, self.every_n_epochs = k, temperature, every_n_epochs
-        self.chunk_size, self.max_bank_size = chunk_size, max_bank_size
+        self.chunk_size, self.bank_limit = chunk_size, bank_limit
         self._bank: tuple[Tensor, Tensor] | None = None
         self._counts: Tensor | None = None
 
     def _active(self, trainer: L.Trainer) -> bool:
-        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+        if trainer.sanity_checking:
+            return False
+        return trainer.current_epoch % self.every_n_epochs == 0 or is_last_epoch(trainer)
 
     @torch.no_grad()
     def _build_bank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loader = trainer.datamodule.train_eval_dataloader()
         dataset = loader.dataset
-        size = self.max_bank_size or len(dataset)
-        if trainer.fast_dev_run:  # a smoke test: a bank of a few batches, not the whole split
-            size = min(size, int(trainer.fast_dev_run) * (loader.batch_size or 1))
+        size = bank_size(trainer, len(dataset), loader.batch_size or 1, self.bank_limit)
         indices = torch.arange(len(dataset))
         if len(indices) > size:
             indices = torch.linspace(0, len(dataset) - 1, size).long()

@@ -24,6 +24,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_ssl.run_folder import read_run_info, write_json_atomic
+
 #: Name of the metadata file in the run folders.
 RUN_FILE = "run.json"
 
@@ -81,13 +83,6 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so that a reader never sees half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _now() -> str:
@@ -310,6 +305,8 @@ class RunInfo(L.Callback):
             "pid": os.getpid(),
             "log_dir": self._log_dir,
             "default_root_dir": trainer.default_root_dir,
+            # validate/test results recorded beside the run survive its resume.
+            "evaluations": read_run_info(trainer.default_root_dir).get("evaluations", []),
         }
 
     def _config_file(self, trainer: L.Trainer) -> Path | None:
