@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -17,11 +16,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_ssl.callbacks.run_info import RunInfo
+from lightning_ssl.checkpoint import check_checkpoint_method, load_checkpoint
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
-from lightning_ssl.methods.base import check_checkpoint_method
 
 #: Values the data knows, linked into the method so that no config types them twice.
 DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
@@ -37,13 +36,24 @@ class LightningSSLCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
-        # Before LightningCLI swaps in the checkpoint's own class: a checkpoint of another
-        # method must fail with both names, not silently run the other method.
+        # A checkpoint of another method must fail with both names, not run the other method;
+        # a file that would run code fails here, before anything is built.
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(ckpt_path)
             check_checkpoint_method(checkpoint, config.model.class_path.rsplit(".", 1)[-1])
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the model the command line and config files describe.
+
+        LightningCLI would replace the model arguments with the checkpoint's hyperparameters
+        (silently dropping ``--model.init_args.lr 0.01`` on resume) and import the class path
+        written in the file. Instead the run's own values are compared with the checkpoint's
+        when it is restored (:mod:`lightning_ssl.resume_hparams`): optimizer settings and
+        other values that do not change the weights apply from the resumed step, the others
+        are refused naming both values.
+        """
 
     def before_instantiate_classes(self) -> None:
         # W&B logs offline unless the user opts in (no network is the common cluster case).

@@ -38,10 +38,31 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _dispatch(argv)
+    except Exception as error:
+        if isinstance(error, _user_errors()):  # the user's file or value: one line, no traceback
+            raise SystemExit(f"lightning-ssl: error: {error}") from None
+        raise
+    if code is not None:
+        raise SystemExit(code)
+
+
+def _dispatch(argv: list[str]) -> int | None:
     if argv and argv[0] in TOOLS:
         module_name, function = TOOLS[argv[0]].split(":")
-        raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
+        return getattr(importlib.import_module(module_name), function)(argv[1:])
     from lightning_ssl.cli import run_cli
 
     # None when they are sys.argv: LightningCLI warns when given both args and a command line.
     run_cli(None if argv == sys.argv[1:] else argv)
+    return None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user's input causes whose message says the cause and the fix."""
+    from lightning_ssl.checkpoint import CheckpointClassError, UnsafeCheckpointError
+    from lightning_ssl.resume_hparams import ResumeMismatchError
+    from lightning_ssl.validation import InvalidValueError
+
+    return (UnsafeCheckpointError, CheckpointClassError, ResumeMismatchError, InvalidValueError)

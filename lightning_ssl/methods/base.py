@@ -20,7 +20,9 @@ from lightning_ssl.optim import (
     parameter_groups,
     scaled_lr,
 )
+from lightning_ssl.resume_hparams import reconcile
 from lightning_ssl.schedules import linear_warmup_cosine
+from lightning_ssl.validation import check_values
 
 Batch = tuple[list[Tensor], Tensor]
 
@@ -78,6 +80,7 @@ class SSLMethod(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_values(type(self).__name__, self.hparams)
         if num_local_crops and not self.supports_local_crops:
             raise ValueError(
                 f"{type(self).__name__} does not use local crops but the data makes "
@@ -174,8 +177,9 @@ class SSLMethod(L.LightningModule):
         checkpoint["lightning_ssl_method"] = type(self).__name__
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another method with a clear message (not a key mismatch)."""
-        check_checkpoint_method(checkpoint, type(self).__name__)
+        """Refuse a checkpoint of another method or other weight shapes with a clear message
+        (not a key mismatch); apply this run's other values from the resumed step."""
+        reconcile(self, checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -231,22 +235,3 @@ class SSLMethod(L.LightningModule):
         if batch is None:
             raise ValueError("cannot read the training batch size from the train dataloader")
         return int(batch * trainer.world_size * trainer.accumulate_grad_batches)
-
-
-def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
-    """The method class name that wrote ``checkpoint``: saved by :class:`SSLMethod`, else read
-    from the ``_class_path`` LightningCLI stores in the hyperparameters; ``None`` if unknown."""
-    if name := checkpoint.get("lightning_ssl_method"):
-        return name
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    return class_path.rsplit(".", 1)[-1] if class_path else None
-
-
-def check_checkpoint_method(checkpoint: dict[str, Any], expected: str) -> None:
-    """Raise ``ValueError`` naming both methods when ``checkpoint`` was written by another one."""
-    written_by = checkpoint_method(checkpoint)
-    if written_by is not None and written_by != expected:
-        raise ValueError(
-            f"checkpoint was written by {written_by}, not {expected}: load it with "
-            f"--model {written_by} (or {written_by}.load_from_checkpoint)"
-        )
