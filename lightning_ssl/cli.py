@@ -18,9 +18,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.checkpoint import check_checkpoint_method, load_checkpoint
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
+from lightning_ssl.commands import user_errors
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
+from lightning_ssl.validation import check_trainer
 
 #: Values the data knows, linked into the method so that no config types them twice.
 DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
@@ -55,6 +57,15 @@ class LightningSSLCLI(LightningCLI):
         are refused naming both values.
         """
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            # jsonargparse reports a constructor's error inside "Does not validate against any
+            # of the Union subtypes": raise the user's own error (a hostile or mismatched
+            # checkpoint, a value out of its domain) as itself.
+            raise _user_error(error) or error from None
+
     def before_instantiate_classes(self) -> None:
         # W&B logs offline unless the user opts in (no network is the common cluster case).
         os.environ.setdefault("WANDB_MODE", "offline")
@@ -64,6 +75,7 @@ class LightningSSLCLI(LightningCLI):
         them in a new process), written atomically unless the user chose a CheckpointIO, W&B
         group/tags from the method, dataset and backbone, and a :class:`RunInfo` (``run.json``)."""
         trainer, model, data = self.trainer, self.model, self.datamodule
+        check_trainer(trainer.accumulate_grad_batches, trainer.max_epochs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.fast_dev_run:
@@ -115,6 +127,19 @@ class LightningSSLCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._set_run_defaults()
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The first error of the user's input (:func:`~lightning_ssl.commands.user_errors`) in
+    ``error``'s chain."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not s for s in seen):
+        if isinstance(current, user_errors()):
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def run_cli(args: list[str] | None = None) -> LightningSSLCLI:

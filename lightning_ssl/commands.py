@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = _dispatch(argv)
     except Exception as error:
-        if isinstance(error, _user_errors()):  # the user's file or value: one line, no traceback
+        if isinstance(error, user_errors()):  # the user's file or value: one line, no traceback
             raise SystemExit(f"lightning-ssl: error: {error}") from None
         raise
     if code is not None:
@@ -59,7 +59,7 @@ def _dispatch(argv: list[str]) -> int | None:
     return None
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
+def user_errors() -> tuple[type[Exception], ...]:
     """Errors a user's input causes whose message says the cause and the fix."""
     from lightning_ssl.checkpoint import CheckpointClassError, UnsafeCheckpointError
     from lightning_ssl.resume_hparams import ResumeMismatchError
