@@ -143,7 +143,8 @@ def test_every_command_refuses_a_pickle_that_runs_code(entry, hostile, cifar10_d
         folder = tmp_path / "runs/simclr-cifar10/checkpoints"
         folder.mkdir(parents=True)
         checkpoint.rename(folder / "last.ckpt")
-        args += ["--model.init_args.backbone=timm:test_resnet", "--model.init_args.cifar_stem=false"]
+        args += ["--model.init_args.backbone=timm:test_resnet"]
+        args += ["--model.init_args.cifar_stem=false"]
     if args[0] != "export":
         args = [a.replace("configs/", f"{REPO}/configs/") for a in args] + _data(cifar10_dir)
     result = _cli(*args, cwd=tmp_path)
