@@ -198,6 +198,5 @@ def rebuild(checkpoint: dict[str, Any], cls: type[LightningModule] | None = None
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         hparams = {k: v for k, v in hparams.items() if k in parameters}
     model = cls(**hparams)
-    model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"], strict=True)
     return model
