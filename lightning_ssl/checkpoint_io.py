@@ -11,6 +11,9 @@ fails. Nothing is fsync-ed either, so a node crash can leave an empty file after
 other writer shares), fsyncs it, and
 ``os.replace``-s it over ``<path>`` (atomic on POSIX and Windows), so a reader sees the previous
 checkpoint or the new one, never a partial one. The CLI installs it by default.
+
+It also loads local files through :func:`lightning_ssl.checkpoint.load_checkpoint`
+(``weights_only=True``): resuming or validating a checkpoint never runs code from it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
+
+from lightning_ssl.checkpoint import load_checkpoint
 
 #: Suffix of the file being written; ``ModelCheckpoint`` only treats ``*.ckpt`` as checkpoints.
 TMP_SUFFIX = ".tmp"
@@ -57,6 +62,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)
         data = buffer.getbuffer()
         write_atomic(path, data)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Any | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Lightning's restore, always ``weights_only`` (a local file that would run code is
+        refused with :class:`~lightning_ssl.checkpoint.UnsafeCheckpointError`)."""
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return load_checkpoint(path, map_location=map_location)
 
 
 def temp_name(path: str) -> str:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -24,16 +23,21 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.callbacks.warmup_check import WarmupCheck
+from lightning_ssl.checkpoint import check_checkpoint_method, load_checkpoint
 from lightning_ssl.checkpoint_io import AtomicCheckpointIO
-from lightning_ssl.cli_messages import ConciseArgumentParser, filter_third_party_noise
+from lightning_ssl.cli_messages import (
+    ConciseArgumentParser,
+    filter_third_party_noise,
+    user_errors,
+)
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
 from lightning_ssl.loggers import configure_wandb, place_loggers
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
-from lightning_ssl.methods.base import check_checkpoint_method
 from lightning_ssl.run_folder import check_new_fit, record_evaluation, resolve_ckpt_path
 from lightning_ssl.run_lock import RunFolderLock
 from lightning_ssl.signals import GracefulStop
+from lightning_ssl.validation import check_trainer
 
 #: Values the data knows, linked into the method so that no config types them twice.
 DATA_TO_MODEL = ("num_classes", "image_size", "num_global_crops", "num_local_crops")
@@ -66,11 +70,11 @@ class LightningSSLCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand or "", self.config)
         self._place_run(config, subcommand)
-        # Before LightningCLI swaps in the checkpoint's own class: a checkpoint of another
-        # method must fail with both names, not silently run the other method.
+        # A checkpoint of another method must fail with both names, not run the other method;
+        # a file that would run code fails here, before anything is built.
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(ckpt_path)
             check_checkpoint_method(checkpoint, config.model.class_path.rsplit(".", 1)[-1])
 
     def _place_run(self, config: Any, subcommand: str | None) -> None:
@@ -94,6 +98,26 @@ class LightningSSLCLI(LightningCLI):
         place_loggers(trainer.logger, root, subcommand, config.get("log_model"))
         self._eval_start = time.time()
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the model the command line and config files describe.
+
+        LightningCLI would replace the model arguments with the checkpoint's hyperparameters
+        (silently dropping ``--model.init_args.lr 0.01`` on resume) and import the class path
+        written in the file. Instead the run's own values are compared with the checkpoint's
+        when it is restored (:mod:`lightning_ssl.resume_hparams`): optimizer settings and
+        other values that do not change the weights apply from the resumed step, the others
+        are refused naming both values.
+        """
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            # jsonargparse reports a constructor's error inside "Does not validate against any
+            # of the Union subtypes": raise the user's own error (a hostile or mismatched
+            # checkpoint, a value out of its domain) as itself.
+            raise _user_error(error) or error from None
+
     def before_instantiate_classes(self) -> None:
         # W&B logs offline unless the user opts in (no network is the common cluster case).
         os.environ.setdefault("WANDB_MODE", "offline")
@@ -103,6 +127,7 @@ class LightningSSLCLI(LightningCLI):
         them in a new process), written atomically unless the user chose a CheckpointIO, W&B
         group/tags from the method, dataset and backbone, and a :class:`RunInfo` (``run.json``)."""
         trainer, model, data = self.trainer, self.model, self.datamodule
+        check_trainer(trainer.accumulate_grad_batches, trainer.max_epochs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.fast_dev_run:
@@ -196,6 +221,19 @@ class LightningSSLCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._set_run_defaults()
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The first error of the user's input (:func:`~lightning_ssl.cli_messages.user_errors`) in
+    ``error``'s chain."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not s for s in seen):
+        if isinstance(current, user_errors()):
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def run_cli(args: list[str] | None = None) -> LightningSSLCLI:

@@ -143,3 +143,11 @@ def _traceback_files(error: BaseException) -> list[str]:
         tb = tb.tb_next
     return files
 
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user's input causes whose message says the cause and the fix."""
+    from lightning_ssl.checkpoint import CheckpointClassError, UnsafeCheckpointError
+    from lightning_ssl.resume_hparams import ResumeMismatchError
+    from lightning_ssl.validation import InvalidValueError
+
+    return (UnsafeCheckpointError, CheckpointClassError, ResumeMismatchError, InvalidValueError)

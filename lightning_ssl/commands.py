@@ -36,6 +36,7 @@ Tools:
   compare    table and plots of runs: lightning-ssl compare RUN_DIR [RUN_DIR ...]
   grid       train a grid of values, one run folder each, then compare them
   export     write a checkpoint's backbone for use outside this project
+  configs    list, locate or copy the shipped configs: lightning-ssl configs list simclr
 
 A run is a folder (--run_dir, or --trainer.default_root_dir): checkpoints, CSV and W&B logs,
 config.yaml and run.json together. Resume it with --ckpt_path last."""
@@ -57,13 +58,27 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lightning-ssl`` and ``python -m lightning_ssl``."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _dispatch(argv)
+    except Exception as error:
+        from lightning_ssl.cli_messages import user_errors
+
+        if isinstance(error, user_errors()):  # the user's file or value: one line, no traceback
+            raise SystemExit(f"lightning-ssl: error: {error}") from None
+        raise
+    if code is not None:
+        raise SystemExit(code)
+
+
+def _dispatch(argv: list[str]) -> int | None:
     if argv and argv[0] in TOOLS:
         module_name, function = TOOLS[argv[0]].split(":")
-        raise SystemExit(getattr(importlib.import_module(module_name), function)(argv[1:]))
+        return getattr(importlib.import_module(module_name), function)(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(HELP)
-        raise SystemExit(0 if argv else 2)
+        return 0 if argv else 2
     _run_lightning(argv, None if argv == sys.argv[1:] else argv)
+    return None
 
 
 def _run_lightning(argv: list[str], args: list[str] | None) -> None:

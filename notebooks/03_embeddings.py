@@ -48,7 +48,7 @@ from sklearn.manifold import TSNE
 from lightning_ssl import methods
 from lightning_ssl.cli import run_cli
 from lightning_ssl.data import CIFAR10DataModule
-from lightning_ssl.methods.base import checkpoint_method
+from lightning_ssl.eval.pretrained import load_pretrained
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -64,7 +64,8 @@ CHECKPOINT = os.environ.get("LIGHTNING_SSL_CHECKPOINT")
 # %% [markdown]
 # ## The encoder
 #
-# A checkpoint records which method wrote it (`checkpoint_method`), so the right class loads it.
+# A checkpoint records which method wrote it, so `load_pretrained` rebuilds the right class (read
+# safely: a checkpoint never runs code).
 # `model.extract_features` is what the probe and kNN monitor evaluate: the backbone's pooled
 # features (the teacher's for DINO).
 
@@ -72,9 +73,7 @@ CHECKPOINT = os.environ.get("LIGHTNING_SSL_CHECKPOINT")
 # %%
 def load(path: str) -> methods.SSLMethod:
     """The method saved in the checkpoint ``path``, on the CPU, in evaluation mode."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    method = getattr(methods, checkpoint_method(checkpoint))
-    return method.load_from_checkpoint(path, map_location="cpu").eval()
+    return load_pretrained(path)
 
 
 if CHECKPOINT:

@@ -52,6 +52,7 @@ import torch
 from _data import TINY, dataset_dir
 
 from lightning_ssl.data import ImageFolderDataModule
+from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.methods import DINO
 
 warnings.filterwarnings("ignore")
@@ -76,7 +77,7 @@ SHOWN = 4  # validation images drawn
 
 # %%
 if CHECKPOINT:
-    model = DINO.load_from_checkpoint(CHECKPOINT, map_location="cpu")
+    model = load_pretrained(CHECKPOINT)  # weights_only: a checkpoint never runs code
     image_size = model.hparams.image_size
     data = ImageFolderDataModule(str(IMAGEWOOF), image_size=image_size, num_workers=0)
 else:

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_ssl.checkpoint import check_checkpoint_method, checkpoint_method
 from lightning_ssl.data import ImageFolderDataModule
 from lightning_ssl.methods import BYOL, SimCLR
-from lightning_ssl.methods.base import check_checkpoint_method, checkpoint_method
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
 SMALL = 20  # pixels: smaller than every crop below

@@ -20,8 +20,9 @@ class NonFiniteLossGuard(L.Callback):
     """Raise :class:`NonFiniteLossError` naming the step when the loss is NaN/Inf.
 
     Policy: stop (never skip silently), and never write a checkpoint after a non-finite loss:
-    ``last.ckpt`` stays the last good state. Resume with ``--ckpt_path last`` after lowering the
-    learning rate or raising the temperature.
+    ``last.ckpt`` stays the last good state. Resume from it with a lower learning rate:
+    ``lightning-ssl fit --config CONFIG --ckpt_path last --model.init_args.lr LR`` (the new value
+    applies from the resumed step; see :mod:`lightning_ssl.resume_hparams`).
 
     With ``check_every_n_steps=1`` (default) the loss is read before the backward pass, so the
     optimizer never applies a step computed from a non-finite loss; reading it costs one
@@ -101,4 +102,8 @@ def _saved(trainer: L.Trainer) -> str:
     newest = _newest_checkpoint(trainer)
     if newest is None:
         return "no checkpoint was written before it, so there is nothing to resume from"
-    return f"the newest checkpoint, {newest}, was written before it"
+    return (
+        f"the newest checkpoint, {newest}, was written before it; resume from it with a lower "
+        "learning rate: lightning-ssl fit --config CONFIG --run_dir RUN --ckpt_path last "
+        "--model.init_args.lr LR"
+    )

@@ -1,9 +1,10 @@
 """Load a pretraining checkpoint of any method and take the encoder its evaluation uses.
 
-Offline evaluation and export never rename state-dict keys: the method class is read from the
-checkpoint (:func:`~lightning_ssl.methods.base.checkpoint_method`), rebuilt from the saved
-hyperparameters with ``load_from_checkpoint`` (strict), and the module that
-``extract_features`` runs is found by calling it once (the student backbone, or DINO's teacher).
+Offline evaluation and export never rename state-dict keys: the file is read without running
+code from it and the method class is looked up by the name the checkpoint records
+(:mod:`lightning_ssl.checkpoint`), rebuilt from the saved hyperparameters and loaded strictly,
+and the module that ``extract_features`` runs is found by calling it once (the student backbone,
+or DINO's teacher).
 
 Example:
     >>> method = load_pretrained("runs/byol-cifar10/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -14,51 +15,47 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_ssl import methods
-from lightning_ssl.methods.base import SSLMethod, checkpoint_method
+from lightning_ssl.checkpoint import CheckpointClassError, load_checkpoint
+from lightning_ssl.eval.registry import checkpoint_class, rebuild
+from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.nn.backbones import Backbone
 
 
 def method_class(checkpoint: dict[str, Any]) -> type[SSLMethod]:
-    """The :class:`SSLMethod` subclass that wrote ``checkpoint`` (a loaded Lightning checkpoint).
+    """The :class:`SSLMethod` subclass that wrote ``checkpoint`` (a loaded Lightning checkpoint),
+    from the registry of :func:`~lightning_ssl.eval.registry.known_classes`.
 
     Raises:
-        ValueError: the checkpoint names no method (not written by a lightning-ssl method).
+        ValueError: the checkpoint names no method, or one that is not a known ``SSLMethod``.
     """
-    name = checkpoint_method(checkpoint)
-    if name is None:
-        raise ValueError(
-            "the checkpoint names no lightning-ssl method (no 'lightning_ssl_method' entry and "
-            "no '_class_path' hyperparameter): is it a pretraining checkpoint?"
+    cls = checkpoint_class(checkpoint)
+    if not issubclass(cls, SSLMethod):
+        raise CheckpointClassError(
+            f"the checkpoint was written by {cls.__name__}, not by a pretraining method: "
+            "evaluate the pretraining checkpoint it was made from"
         )
-    cls = getattr(methods, name, None)
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path", "")
-    if cls is None and class_path.endswith(f".{name}"):  # a user's method outside the package
-        module, _, attr = class_path.rpartition(".")
-        cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
-        raise ValueError(f"checkpoint method {name!r} is not an SSLMethod of lightning_ssl")
     return cls
 
 
 def load_pretrained(path: str | Path) -> SSLMethod:
     """Rebuild the method saved in the Lightning checkpoint ``path``, on CPU, in eval mode.
 
+    The file is read with :func:`~lightning_ssl.checkpoint.load_checkpoint` (no code runs from
+    it) and the method class comes from the registry, never from a path in the file.
+
     Example:
         >>> method = load_pretrained("last.ckpt")  # doctest: +SKIP
         >>> type(method).__name__  # doctest: +SKIP
         'SimCLR'
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    method = method_class(checkpoint).load_from_checkpoint(path, map_location="cpu", strict=True)
-    return method.eval()
+    checkpoint = load_checkpoint(path)
+    return rebuild(checkpoint, method_class(checkpoint)).eval()
 
 
 def feature_encoder(method: SSLMethod) -> nn.Module:

@@ -14,6 +14,8 @@ from lightning_ssl.lars import LarsPresetName
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.optim import OptimizerName, ScalingRule
 from lightning_ssl.optim_setup import assemble_optimizer, global_batch_size
+from lightning_ssl.resume_hparams import reconcile
+from lightning_ssl.validation import check_values
 
 Batch = tuple[list[Tensor], Tensor]
 
@@ -81,6 +83,7 @@ class SSLMethod(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_values(type(self).__name__, self.hparams)
         if num_local_crops and not self.supports_local_crops:
             raise ValueError(
                 f"{type(self).__name__} does not use local crops but the data makes "
@@ -177,8 +180,9 @@ class SSLMethod(L.LightningModule):
         checkpoint["lightning_ssl_method"] = type(self).__name__
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another method with a clear message (not a key mismatch)."""
-        check_checkpoint_method(checkpoint, type(self).__name__)
+        """Refuse a checkpoint of another method or other weight shapes with a clear message
+        (not a key mismatch); apply this run's other values from the resumed step."""
+        reconcile(self, checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The base's optimizer with per-step warm-up and cosine decay (:mod:`.optim_setup`)."""
@@ -190,22 +194,3 @@ class SSLMethod(L.LightningModule):
     def global_batch_size(self) -> int:
         """Images per optimizer step over all processes: devices x nodes x batch x accumulation."""
         return global_batch_size(self.trainer)
-
-
-def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
-    """The method class name that wrote ``checkpoint``: saved by :class:`SSLMethod`, else read
-    from the ``_class_path`` LightningCLI stores in the hyperparameters; ``None`` if unknown."""
-    if name := checkpoint.get("lightning_ssl_method"):
-        return name
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    return class_path.rsplit(".", 1)[-1] if class_path else None
-
-
-def check_checkpoint_method(checkpoint: dict[str, Any], expected: str) -> None:
-    """Raise ``ValueError`` naming both methods when ``checkpoint`` was written by another one."""
-    written_by = checkpoint_method(checkpoint)
-    if written_by is not None and written_by != expected:
-        raise ValueError(
-            f"checkpoint was written by {written_by}, not {expected}: load it with "
-            f"--model {written_by} (or {written_by}.load_from_checkpoint)"
-        )
