@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import timm
@@ -137,20 +138,23 @@ def _timm_model(name: str, image_size: int, pretrained: Pretrained, **kwargs: An
 
 
 def _input_size_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``img_size`` (and ``dynamic_img_size`` where supported) for models with a position
-    embedding, read from the model itself (built on the meta device: no memory, no weights)."""
+    """Input-size arguments the model takes, for models that embed patches (any timm ViT):
+    ``img_size``, ``dynamic_img_size`` (position embeddings interpolated for other crop sizes)
+    and ``dynamic_img_pad`` (crops the patch does not divide are padded bottom/right).
+
+    Read from the model itself, built on the meta device (no memory, no weights), not its name.
+    """
     probe_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
     try:
         with torch.device("meta"):
             probe = timm.create_model(name, pretrained=False, num_classes=0, **probe_kwargs)
-    except (TypeError, RuntimeError, NotImplementedError):
+    except (TypeError, RuntimeError, NotImplementedError, AssertionError):
         return {}  # the real build below reports a bad name or argument
-    if getattr(probe, "pos_embed", None) is None or not hasattr(probe, "patch_embed"):
+    if not hasattr(getattr(probe, "patch_embed", None), "img_size"):
         return {}
-    sizes: dict[str, Any] = {"img_size": image_size}
-    if hasattr(probe, "dynamic_img_size"):  # VisionTransformer, Eva ... take the argument
-        sizes["dynamic_img_size"] = True
-    return sizes
+    accepted = inspect.signature(type(probe).__init__).parameters
+    wanted = {"img_size": image_size, "dynamic_img_size": True, "dynamic_img_pad": True}
+    return {k: v for k, v in wanted.items() if k in accepted}
 
 
 def _feature_dim(model: nn.Module) -> int:
