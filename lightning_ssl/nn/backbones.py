@@ -73,6 +73,8 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         self.name, self.channels_last = name, channels_last
+        #: Constructor arguments of the library's model (what ``export`` records).
+        self.model_kwargs: dict[str, Any] = dict(kwargs)
         if name in TORCHVISION_RESNETS:
             self.model = _torchvision_resnet(name, cifar_stem, **kwargs)
         else:
@@ -80,7 +82,9 @@ class Backbone(nn.Module):
                 raise ValueError(
                     f"cifar_stem is only available for torchvision ResNets, not {name!r}"
                 )
-            self.model = _timm_model(name.removeprefix("timm:"), image_size, pretrained, **kwargs)
+            timm_name = name.removeprefix("timm:")
+            self.model_kwargs = {**_input_size_kwargs(timm_name, image_size, kwargs), **kwargs}
+            self.model = _timm_model(timm_name, image_size, pretrained, **self.model_kwargs)
         if pretrained is not None and pretrained is not False:
             _load_pretrained(self.model, name, pretrained, cifar_stem)
         self.dim = _feature_dim(self.model)
@@ -125,7 +129,6 @@ def _load_pretrained(model: nn.Module, name: str, pretrained: Pretrained, cifar_
 
 
 def _timm_model(name: str, image_size: int, pretrained: Pretrained, **kwargs: Any) -> nn.Module:
-    kwargs = {**_input_size_kwargs(name, image_size, kwargs), **kwargs}
     model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None:
