@@ -140,3 +140,20 @@ def test_a_format_that_does_not_apply_is_a_one_line_error(
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("lightning-ssl export: error: ") and message in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_starts_from_an_export_and_reloads_once_the_start_file_is_gone(tmp_path):
+    first = pretrain(SimCLR, tmp_path / "first.ckpt", backbone="resnet18", cifar_stem=True)
+    export_backbone(first, tmp_path / "first")
+    start = {"pretrained": str(tmp_path / "first.safetensors")}
+    method = SimCLR(backbone="resnet18", cifar_stem=True, image_size=32, backbone_kwargs=start)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # before any step: exactly the exported run's evaluation features
+        expected = load_pretrained(first).extract_features(images)
+        torch.testing.assert_close(method.eval()(images), expected, rtol=0, atol=0)
+    second = pretrain(
+        SimCLR, tmp_path / "second.ckpt", backbone="resnet18", cifar_stem=True,
+        backbone_kwargs=start,
+    )
+    (tmp_path / "first.safetensors").unlink()  # load_from_checkpoint does not read it again
+    assert export_backbone(second, tmp_path / "second")["backbone_kwargs"] == start

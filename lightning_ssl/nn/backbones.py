@@ -14,6 +14,7 @@ from lightning_ssl.nn.pretrained_weights import (
     Pretrained,
     is_weights_name,
     load_weights,
+    pretrained_skipped,
     pretrained_source,
     read_state_dict,
     torchvision_state_dict,
@@ -73,6 +74,8 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         self.name, self.channels_last = name, channels_last
+        if pretrained_skipped():  # the caller loads a checkpoint's weights next
+            pretrained = None
         #: Constructor arguments of the library's model (what ``export`` records).
         self.model_kwargs: dict[str, Any] = dict(kwargs)
         if name in TORCHVISION_RESNETS:

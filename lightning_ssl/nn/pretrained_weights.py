@@ -27,8 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,23 @@ from torch import Tensor, nn
 Pretrained = bool | str | Path | None
 
 _TORCHVISION_CLASSIFIER = ("fc",)
+_SKIP = {"active": False}
+
+
+@contextlib.contextmanager
+def skipping_pretrained() -> Iterator[None]:
+    """Build backbones without reading their ``pretrained`` weights, for models whose weights
+    come next from a checkpoint (the start's file may be gone, a download pointless)."""
+    previous, _SKIP["active"] = _SKIP["active"], True
+    try:
+        yield
+    finally:
+        _SKIP["active"] = previous
+
+
+def pretrained_skipped() -> bool:
+    """Whether :func:`skipping_pretrained` is in effect."""
+    return _SKIP["active"]
 
 
 def torchvision_weights(arch: str, spec: bool | str) -> torchvision.models.WeightsEnum:
