@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from lightning_ssl.cli import run_cli
 from lightning_ssl.methods import SimCLR
 from lightning_ssl.nn import Backbone
 
@@ -118,3 +119,28 @@ def test_any_timm_vit_family_takes_global_and_local_crops(name, global_size, kwa
     assert net.model.patch_embed.img_size == (global_size, global_size)
     for size in (global_size, 96):
         assert net(torch.zeros(2, 3, size, size)).shape == (2, net.dim)
+
+
+def test_shipped_config_takes_a_pretrained_start_on_the_command_line(
+    cifar10_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(5)
+    reference = Backbone("resnet18", cifar_stem=True)
+    safetensors.torch.save_file(reference.model.state_dict(), tmp_path / "start.safetensors")
+    cli = run_cli(
+        [
+            "validate",
+            f"--config={Path(__file__).parents[2] / 'configs/simclr/cifar10.yaml'}",
+            "--model.init_args.backbone_kwargs={pretrained: start.safetensors}",
+            "--trainer.fast_dev_run=1",
+            "--trainer.accelerator=cpu",
+            f"--data.init_args.data_dir={cifar10_dir}",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0",
+        ]
+    )
+    loaded = cli.model.backbone.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.model.state_dict().items())
+    # the config's channels_last convolutions sum in another order: float32 tolerance
+    torch.testing.assert_close(features(cli.model), features(reference))
