@@ -27,7 +27,7 @@ def readme_section(title: str) -> str:
 
 def test_readme_export_and_loading_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    checkpoints = {
+    checkpoints = {  # in the order of the README's loading snippets
         "runs/byol-imagenet/checkpoints/last.ckpt": {"backbone": "resnet50"},
         "runs/simclr-cifar10/checkpoints/last.ckpt": {"backbone": "resnet18", "cifar_stem": True},
     }
