@@ -6,6 +6,11 @@
 * ``byol_r50.json``: ``arch``, ``format``, ``cifar_stem``, ``feature_dim``, ``image_size``,
   ``backbone_kwargs``, ``method`` and the source ``checkpoint``.
 
+``--format timm-hub`` writes the folder ``byol_r50/`` in timm's hub layout instead
+(``config.json`` + ``model.safetensors``, see :mod:`lightning_ssl.export_formats`)::
+
+    m = timm.create_model("local-dir:byol_r50", pretrained=True)  # offline, features as trained
+
 The backbone is the one the method evaluates (``extract_features``: the student backbone, or
 DINO's teacher). Its keys are those of ``torchvision.models.<arch>()`` and of
 ``timm.create_model(<arch>)`` (a timm ResNet uses torchvision's names) without the classifier,
@@ -13,14 +18,15 @@ so the models load it strictly once their classifier is removed::
 
     # torchvision (ResNets)
     m = torchvision.models.resnet50(); m.fc = torch.nn.Identity()
-    m.load_state_dict(torch.load("byol_r50.pt"))
+    m.load_state_dict(torch.load("byol_r50.pt", weights_only=True))
 
     # timm (any exported model; num_classes=0 drops the classifier)
     m = timm.create_model("resnet50", num_classes=0)
     m.load_state_dict(safetensors.torch.load_file("byol_r50.safetensors"))
 
 A backbone pretrained with ``cifar_stem: true`` (see the JSON) has a 3x3 stride-1 first
-convolution and no max-pool: rebuild that stem before loading, in either library::
+convolution and no max-pool: rebuild that stem *before* ``load_state_dict``, in either library
+(timm's hub layout cannot describe it: ``timm-hub`` refuses such a backbone)::
 
     m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = torch.nn.Identity()
 
@@ -31,17 +37,15 @@ JSON): pass them to ``timm.create_model`` so that the position embedding has the
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from safetensors.torch import save_file
-
 from lightning_ssl.eval.pretrained import feature_encoder, load_pretrained
+from lightning_ssl.export_formats import write_state_files, write_timm_hub_dir
 from lightning_ssl.nn.backbones import TORCHVISION_RESNETS, Backbone
 
-ExportFormat = Literal["auto", "torchvision", "timm"]
+ExportFormat = Literal["auto", "torchvision", "timm", "timm-hub"]
+FORMATS = ("auto", "torchvision", "timm", "timm-hub")
 
 
 def export_backbone(
@@ -51,9 +55,11 @@ def export_backbone(
 
     Args:
         checkpoint: a Lightning checkpoint written by any :class:`SSLMethod`.
-        output: path prefix of the three files (a ``.pt`` or ``.safetensors`` suffix is dropped).
+        output: path prefix of the three files (a ``.pt`` or ``.safetensors`` suffix is dropped);
+            the folder for ``timm-hub``.
         format: ``torchvision`` (torchvision ResNets only), ``timm`` or ``auto`` (torchvision for
-            torchvision ResNets, else timm). The keys are the same for ResNets in both.
+            torchvision ResNets, else timm): the keys are the same for ResNets in both.
+            ``timm-hub``: timm's ``save_for_hf`` folder (not for a CIFAR stem).
 
     Returns:
         The metadata written to the JSON sidecar, with the written ``files``.
@@ -83,7 +89,13 @@ def export_backbone(
         "method": type(method).__name__,
         "checkpoint": str(Path(checkpoint).resolve()),
     }
-    return {**meta, "files": _write_files(Path(output), state, meta)}
+    if format == "timm-hub":
+        files = write_timm_hub_dir(
+            backbone.model, arch, Path(output), backbone.model_kwargs, meta["cifar_stem"]
+        )
+    else:
+        files = write_state_files(Path(output), state, meta)
+    return {**meta, "files": files}
 
 
 def _export_format(backbone: Backbone, format: ExportFormat) -> tuple[str, str]:
@@ -92,29 +104,15 @@ def _export_format(backbone: Backbone, format: ExportFormat) -> tuple[str, str]:
     torchvision_arch = backbone.name in TORCHVISION_RESNETS
     if format == "auto":
         format = "torchvision" if torchvision_arch else "timm"
-    if format not in ("torchvision", "timm"):
-        raise ValueError(f"unknown format {format!r}; choose auto, torchvision or timm")
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "torchvision" and not torchvision_arch:
-        raise ValueError(f"{arch} is a timm model: export it with format='timm'")
+        raise ValueError(f"{arch} is a timm model: export it with format='timm' or 'timm-hub'")
     return arch, format
 
 
-def _write_files(prefix: Path, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
-    """Write ``<prefix>.{pt,safetensors,json}`` (a file suffix on ``prefix`` is dropped)."""
-    if prefix.suffix in (".pt", ".safetensors", ".json"):
-        prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    files = {ext: f"{prefix}.{ext}" for ext in ("pt", "safetensors", "json")}
-    torch.save(state, files["pt"])
-    save_file(
-        state, files["safetensors"], metadata={"arch": meta["arch"], "format": meta["format"]}
-    )
-    Path(files["json"]).write_text(json.dumps(meta, indent=2) + "\n")
-    return files
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``lightning-ssl export CHECKPOINT OUT_PREFIX [--format auto|torchvision|timm]``."""
+    """``lightning-ssl export CHECKPOINT OUT [--format auto|torchvision|timm|timm-hub]``."""
     parser = argparse.ArgumentParser(
         prog="lightning-ssl export",
         description="Save a pretraining checkpoint's backbone with torchvision/timm keys "
@@ -122,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoint", help="Lightning checkpoint of any lightning-ssl method")
     parser.add_argument("output", help="path prefix of the written files")
-    parser.add_argument("--format", default="auto", choices=["auto", "torchvision", "timm"])
+    parser.add_argument("--format", default="auto", choices=FORMATS)
     args = parser.parse_args(argv)
-    meta = export_backbone(args.checkpoint, args.output, args.format)
+    try:
+        meta = export_backbone(args.checkpoint, args.output, args.format)
+    except ValueError as error:  # a format that does not apply: one line, not a traceback
+        parser.error(str(error))
     print(
         f"{meta['method']} {meta['arch']} backbone ({meta['format']} keys, "
         f"{meta['feature_dim']}-d features, cifar_stem={meta['cifar_stem']}) -> "

@@ -4,6 +4,7 @@ give the method's own evaluation features."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,69 @@ def test_lightning_ssl_export_command(tmp_path, capsys):
     assert exit_info.value.code == 0
     assert all((tmp_path / f"exported.{ext}").is_file() for ext in ("pt", "safetensors", "json"))
     assert "SimCLR test_resnet backbone (timm keys" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "timm:test_vit"])
+def test_timm_hub_layout_loads_offline_with_local_dir(backbone, tmp_path):
+    ckpt = pretrain(SimCLR, tmp_path / "method.ckpt", backbone=backbone)
+    meta = export_backbone(ckpt, tmp_path / "hub", format="timm-hub")
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    assert json.loads((tmp_path / "hub/config.json").read_text())["num_classes"] == 0
+    model = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = load_pretrained(ckpt).extract_features(images)
+        torch.testing.assert_close(model.eval()(images), expected)
+    assert meta["files"]["weights"] == str(tmp_path / "hub/model.safetensors")
+
+
+def test_exported_files_have_ordinary_permissions(tmp_path):
+    ckpt = pretrain(SimCLR, tmp_path / "method.ckpt", backbone="timm:test_resnet")
+    old = os.umask(0o022)
+    try:
+        files = export_backbone(ckpt, tmp_path / "bb")["files"]
+        files.update(export_backbone(ckpt, tmp_path / "hub", format="timm-hub")["files"])
+    finally:
+        os.umask(old)
+    assert {f: oct(os.stat(f).st_mode & 0o777) for f in files.values()} == {
+        f: "0o644" for f in files.values()
+    }
+
+
+@pytest.mark.parametrize(
+    ("backbone", "format", "message"),
+    [
+        ({"backbone": "resnet18", "cifar_stem": True}, "timm-hub", "cannot hold a CIFAR stem"),
+        ({"backbone": "timm:test_resnet"}, "torchvision", "test_resnet is a timm model"),
+    ],
+)
+def test_a_format_that_does_not_apply_is_a_one_line_error(
+    tmp_path, capsys, backbone, format, message
+):
+    ckpt = pretrain(SimCLR, tmp_path / "method.ckpt", **backbone)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(ckpt), str(tmp_path / "out"), "--format", format])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("lightning-ssl export: error: ") and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_starts_from_an_export_and_reloads_once_the_start_file_is_gone(tmp_path):
+    first = pretrain(SimCLR, tmp_path / "first.ckpt", backbone="resnet18", cifar_stem=True)
+    export_backbone(first, tmp_path / "first")
+    start = {"pretrained": str(tmp_path / "first.safetensors")}
+    method = SimCLR(backbone="resnet18", cifar_stem=True, image_size=32, backbone_kwargs=start)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # before any step: exactly the exported run's evaluation features
+        expected = load_pretrained(first).extract_features(images)
+        torch.testing.assert_close(method.eval()(images), expected, rtol=0, atol=0)
+    second = pretrain(
+        SimCLR, tmp_path / "second.ckpt", backbone="resnet18", cifar_stem=True,
+        backbone_kwargs=start,
+    )
+    (tmp_path / "first.safetensors").unlink()  # load_from_checkpoint does not read it again
+    assert export_backbone(second, tmp_path / "second")["backbone_kwargs"] == start

@@ -12,6 +12,7 @@ from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.lars import LarsPresetName
 from lightning_ssl.nn.backbones import Backbone
+from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 from lightning_ssl.optim import OptimizerName, ScalingRule
 from lightning_ssl.optim_setup import assemble_optimizer, global_batch_size
 from lightning_ssl.resume_hparams import reconcile
@@ -96,6 +97,13 @@ class SSLMethod(L.LightningModule):
         )
         self.num_classes = num_classes
         self.effective_lr: float | None = None
+
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's, without re-reading a ``pretrained`` start: the checkpoint's weights
+        replace it (its file may be gone since training)."""
+        with skipping_pretrained():
+            return super().load_from_checkpoint(*args, **kwargs)
 
     # ----------------------------------------------------------------- helpers for methods
     @staticmethod

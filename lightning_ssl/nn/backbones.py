@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import timm
 import torch
 import torchvision
 from torch import Tensor, nn
+
+from lightning_ssl.nn.pretrained_weights import (
+    Pretrained,
+    is_weights_name,
+    load_weights,
+    pretrained_skipped,
+    pretrained_source,
+    read_state_dict,
+    torchvision_state_dict,
+    torchvision_weights,
+)
 
 TORCHVISION_RESNETS = (
     "resnet18",
@@ -31,10 +43,18 @@ class Backbone(nn.Module):
             ``"timm:resnet18"``.
         cifar_stem: replace a ResNet's 7x7/2 convolution and max-pool by a 3x3/1 convolution, the
             usual stem for 32 px images (SimCLR appendix B.9).
-        image_size: input size for models that need it (ViTs); local crops of another size work
-            because position embeddings are interpolated (timm's ``dynamic_img_size``).
+        image_size: input size of models with a position embedding (any timm ViT: ``img_size``);
+            local crops of another size work where the model supports ``dynamic_img_size``
+            (then turned on: position embeddings are interpolated). Decided from the model, not
+            its name.
         channels_last: keep convolution weights and inputs in NHWC memory format, which GPU
             convolutions with tensor cores run fastest (bf16/fp16); no effect on results.
+        pretrained: the starting weights (default: random): a torchvision weights enum such as
+            ``"ResNet18_Weights.IMAGENET1K_V1"``, ``True`` for the library's default weights
+            (timm: with ``pretrained_cfg_overlay={"file": ...}`` a local file), or a
+            ``.safetensors``/state-dict file such as ``lightning-ssl export`` writes. Loaded
+            after the CIFAR stem replacement (see :mod:`lightning_ssl.nn.pretrained_weights`).
+            Methods take it as ``backbone_kwargs: {pretrained: ...}``.
         **kwargs: passed to the model constructor (e.g. ``drop_path_rate``).
 
     Example:
@@ -49,10 +69,15 @@ class Backbone(nn.Module):
         cifar_stem: bool = False,
         image_size: int = 224,
         channels_last: bool = False,
+        pretrained: Pretrained = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.name, self.channels_last = name, channels_last
+        if pretrained_skipped():  # the caller loads a checkpoint's weights next
+            pretrained = None
+        #: Constructor arguments of the library's model (what ``export`` records).
+        self.model_kwargs: dict[str, Any] = dict(kwargs)
         if name in TORCHVISION_RESNETS:
             self.model = _torchvision_resnet(name, cifar_stem, **kwargs)
         else:
@@ -60,7 +85,11 @@ class Backbone(nn.Module):
                 raise ValueError(
                     f"cifar_stem is only available for torchvision ResNets, not {name!r}"
                 )
-            self.model = _timm_model(name.removeprefix("timm:"), image_size, **kwargs)
+            timm_name = name.removeprefix("timm:")
+            self.model_kwargs = {**_input_size_kwargs(timm_name, image_size, kwargs), **kwargs}
+            self.model = _timm_model(timm_name, image_size, pretrained, **self.model_kwargs)
+        if pretrained is not None and pretrained is not False:
+            _load_pretrained(self.model, name, pretrained, cifar_stem)
         self.dim = _feature_dim(self.model)
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -72,6 +101,11 @@ class Backbone(nn.Module):
 
 
 def _torchvision_resnet(name: str, cifar_stem: bool, **kwargs: Any) -> nn.Module:
+    if "weights" in kwargs:
+        raise ValueError(
+            f"give {name}'s weights as pretrained: {kwargs['weights']!r}, not weights (they load "
+            "after the CIFAR stem replacement)"
+        )
     model = getattr(torchvision.models, name)(weights=None, **kwargs)
     if cifar_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -80,10 +114,25 @@ def _torchvision_resnet(name: str, cifar_stem: bool, **kwargs: Any) -> nn.Module
     return model
 
 
-def _timm_model(name: str, image_size: int, **kwargs: Any) -> nn.Module:
-    if "vit" in name or "deit" in name:
-        kwargs = {"img_size": image_size, "dynamic_img_size": True, **kwargs}
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+def _load_pretrained(model: nn.Module, name: str, pretrained: Pretrained, cifar_stem: bool) -> None:
+    """Fill ``model`` (built, stem replaced) from ``pretrained``; timm's ``True`` is done."""
+    source = pretrained_source(pretrained)
+    if name in TORCHVISION_RESNETS and (pretrained is True or is_weights_name(pretrained)):
+        state = torchvision_state_dict(torchvision_weights(name, pretrained))  # type: ignore[arg-type]
+    elif is_weights_name(pretrained):
+        raise ValueError(
+            f"pretrained={source} is a torchvision weights name but {name!r} is a timm model: "
+            "use pretrained: true (timm's weights) or a weights file"
+        )
+    elif pretrained is True:
+        return  # timm.create_model(pretrained=True) loaded them
+    else:
+        state = read_state_dict(pretrained)  # type: ignore[arg-type]
+    load_weights(model, state, source, cifar_stem)
+
+
+def _timm_model(name: str, image_size: int, pretrained: Pretrained, **kwargs: Any) -> nn.Module:
+    model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None:
         patch = int(patch_embed.patch_size[0])
@@ -92,6 +141,26 @@ def _timm_model(name: str, image_size: int, **kwargs: Any) -> nn.Module:
                 f"{name}: patch size {patch} does not divide the crop size {image_size}"
             )
     return model
+
+
+def _input_size_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Input-size arguments the model takes, for models that embed patches (any timm ViT):
+    ``img_size``, ``dynamic_img_size`` (position embeddings interpolated for other crop sizes)
+    and ``dynamic_img_pad`` (crops the patch does not divide are padded bottom/right).
+
+    Read from the model itself, built on the meta device (no memory, no weights), not its name.
+    """
+    probe_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, num_classes=0, **probe_kwargs)
+    except (TypeError, RuntimeError, NotImplementedError, AssertionError):
+        return {}  # the real build below reports a bad name or argument
+    if not hasattr(getattr(probe, "patch_embed", None), "img_size"):
+        return {}
+    accepted = inspect.signature(type(probe).__init__).parameters
+    wanted = {"img_size": image_size, "dynamic_img_size": True, "dynamic_img_pad": True}
+    return {k: v for k, v in wanted.items() if k in accepted}
 
 
 def _feature_dim(model: nn.Module) -> int:
