@@ -25,8 +25,9 @@ repositories pinned in `recipes/sources.yaml`) and checked key by key against wh
 resolves to through LightningCLI by `tests/test_recipes.py`. Per-key tables:
 [recipes/README.md](recipes/README.md). Heads: `L<in>x<out>` a linear layer (`+b` with a bias;
 a bias directly before BatchNorm is not shown, BN cancels it), `BN` / `BN-` BatchNorm with /
-without affine parameters. `code.*` keys are behaviour of the method's code; "pending" marks a
-change under way in another branch.
+without affine parameters, `BN(scale, no shift)` with a scale only. `ema.buffers`: what the
+teacher's EMA does with BatchNorm statistics. `code.*` keys are behaviour of the method's code
+that no argument shows (stated, tested by the method's own tests).
 """
 
 

@@ -9,10 +9,11 @@ section), ``ours`` what the config resolves to where it differs and ``deviation`
 
 Keys: ``model.<argument>``, ``data.batch_size``, ``trainer.<argument>``, ``backbone.<kwarg>``,
 ``lars.<option>`` (the resolved LARS update rule), ``heads.<module>`` (layout string of
-:func:`module_layout`), ``view<i>.<option>`` / ``local.<option>`` (the augmentation each view
+:func:`module_layout`), ``ema.buffers`` (what the method's EMA does with the teacher's
+BatchNorm statistics), ``view<i>.<option>`` / ``local.<option>`` (the augmentation each view
 gets), the derived ``global_batch``, ``effective_lr``, ``final_lr``, ``warmup_steps``,
-``total_steps``, and ``code.<item>``: behaviour of the method's code (loss scale, teacher BN
-statistics ...) that a config cannot show; these are stated, with their status, and tested by
+``total_steps``, and ``code.<item>``: behaviour of the method's code (the loss's reduction,
+kernels ...) that no argument shows; these are stated, with their status, and tested by
 the method's own tests.
 
 Example:
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from lightning_ssl.callbacks.ema import EMA
 from lightning_ssl.lars import LARS_PRESETS
 from lightning_ssl.optim import scaled_lr
 
@@ -59,8 +61,9 @@ def expected(entry: dict[str, Any]) -> Any:
 
 def module_layout(module: nn.Module) -> str:
     """Compact layout of a head: ``L<in>x<out>`` (``+b`` with a bias), ``BN`` (``BN-`` without
-    affine), ``ReLU``/``GELU``; a bias directly followed by BatchNorm is not shown (BN's mean
-    subtraction cancels it, so ``Linear(bias) BN`` and ``Linear BN`` compute the same)."""
+    affine, ``BN(scale, no shift)`` with a frozen shift), ``ReLU``/``GELU``; a bias directly
+    followed by BatchNorm is not shown (BN's mean subtraction cancels it, so ``Linear(bias) BN``
+    and ``Linear BN`` compute the same)."""
     leaves = [m for m in module.modules() if not list(m.children())]
     tokens = []
     for i, leaf in enumerate(leaves):
@@ -69,10 +72,17 @@ def module_layout(module: nn.Module) -> str:
             bias = leaf.bias is not None and not followed_by_bn
             tokens.append(f"L{leaf.in_features}x{leaf.out_features}{'+b' if bias else ''}")
         elif isinstance(leaf, nn.BatchNorm1d):
-            tokens.append("BN" if leaf.affine else "BN-")
+            tokens.append(_norm_token(leaf))
         elif isinstance(leaf, nn.ReLU | nn.GELU):
             tokens.append(type(leaf).__name__)
     return " ".join(tokens)
+
+
+def _norm_token(norm: nn.BatchNorm1d) -> str:
+    if not norm.affine:
+        return "BN-"
+    # a frozen shift stays 0 (SimCLR's output BN: scale, no centre)
+    return "BN" if norm.bias.requires_grad else "BN(scale, no shift)"
 
 
 def _views(views: list[Any]) -> dict[str, Any]:
@@ -112,6 +122,9 @@ def resolve(model: Any, datamodule: Any, trainer: Any, record: dict[str, Any]) -
     out["trainer.sync_batchnorm"] = trainer._accelerator_connector._layer_sync is not None
     out["trainer.precision"] = trainer.precision
     out.update(_views(datamodule.views))
+    for callback in model.configure_callbacks():
+        if isinstance(callback, EMA):
+            out["ema.buffers"] = callback.buffers
     for name in ("projector", "expander", "predictor", "prototypes", "head"):
         if isinstance(getattr(model, name, None), nn.Module):
             out[f"heads.{name}"] = module_layout(getattr(model, name))

@@ -40,3 +40,9 @@ def test_vit_small_config_fast_dev_run_with_a_tiny_vit(data_root, tmp_path, monk
     assert not vit.pos_embed.requires_grad and not vit.patch_embed.proj.weight.requires_grad
     torch.testing.assert_close(vit.pos_embed.data, sincos_2d_position_embedding((2, 2), 32))
     assert torch.equal(vit.patch_embed.proj.weight, model.teacher[0].model.patch_embed.proj.weight)
+    # the official AdamW decays model.parameters(): biases, norms and tokens too
+    groups = cli.trainer.optimizers[0].param_groups
+    assert {g["weight_decay"] for g in groups} == {0.1}
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )

@@ -45,6 +45,9 @@ class MoCoV3(SSLMethod):
         proj_num_layers: linear layers of the projector (paper: 3).
         pred_hidden_dim: hidden width of the 2-layer predictor (4096).
         pred_last_batch_norm: BatchNorm (no affine) after the predictor's last layer (paper: yes).
+        pred_last_bias: bias of the predictor's last linear layer when no BatchNorm follows it
+            (official and solo-learn ResNet heads: none; ``True`` keeps this library's former
+            head).
         tau_base: initial momentum of the key encoder (0.99).
         tau_final: final momentum, reached with a cosine schedule (1.0).
         freeze_patch_embed: keep a ViT's random patch embedding frozen (the paper's stability
@@ -71,6 +74,7 @@ class MoCoV3(SSLMethod):
         proj_num_layers: int = 3,
         pred_hidden_dim: int = 4096,
         pred_last_batch_norm: bool = True,
+        pred_last_bias: bool = True,
         tau_base: float = 0.99,
         tau_final: float = 1.0,
         freeze_patch_embed: bool = False,
@@ -112,6 +116,7 @@ class MoCoV3(SSLMethod):
             2,
             last_batch_norm=pred_last_batch_norm,
             last_affine=False,
+            last_bias=pred_last_bias,
         )
         self.teacher = frozen_copy(nn.Sequential(self.backbone, self.projector))
 
