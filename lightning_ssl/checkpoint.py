@@ -10,7 +10,7 @@ The class a checkpoint is rebuilt with is looked up by the name it records
 (:func:`checkpoint_method`) in :mod:`lightning_ssl.eval.registry`; a module path written in the
 file (LightningCLI's ``_class_path``) is never imported.
 
-Example:
+Examples:
     >>> checkpoint = load_checkpoint("runs/simclr-cifar10/checkpoints/last.ckpt")  # doctest: +SKIP
     >>> checkpoint_method(checkpoint)  # doctest: +SKIP
     'SimCLR'
@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> 
     Raises:
         UnsafeCheckpointError: ``FILE is not a safe lightning-ssl checkpoint: <what it needs>``.
 
-    Example:
+    Examples:
         >>> state = load_checkpoint("last.ckpt")  # doctest: +SKIP
         >>> state["global_step"]  # doctest: +SKIP
         1000
@@ -105,7 +105,7 @@ def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
 
     Only the name is read: the module path is never imported.
 
-    Example:
+    Examples:
         >>> checkpoint_method({"hyper_parameters": {"_class_path": "lightning_ssl.methods.BYOL"}})
         'BYOL'
     """
@@ -118,7 +118,7 @@ def checkpoint_method(checkpoint: dict[str, Any]) -> str | None:
 def check_checkpoint_method(checkpoint: dict[str, Any], expected: str) -> None:
     """Raise naming both methods when ``checkpoint`` was written by another class.
 
-    Example:
+    Examples:
         >>> check_checkpoint_method({"lightning_ssl_method": "BYOL"}, "BYOL")
     """
     written_by = checkpoint_method(checkpoint)

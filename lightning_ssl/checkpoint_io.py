@@ -120,7 +120,7 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[str]:
     ``*.ckpt.tmp``, ``.run.json.*.tmp``); call it only while holding the folder's lock
     (:mod:`lightning_ssl.run_lock`). Returns the paths removed.
 
-    Example:
+    Examples:
         >>> remove_stale_tmp("runs/simclr-cifar10/checkpoints")  # doctest: +SKIP
         ['runs/simclr-cifar10/checkpoints/last.ckpt.4242.9f3a0c1e.tmp']
     """

@@ -3,7 +3,7 @@
 The ``lightning-ssl`` command itself is :func:`lightning_ssl.commands.main`, which dispatches
 here (this module never imports it back).
 
-Example:
+Examples:
     ``lightning-ssl fit --config configs/simclr/cifar10.yaml --data.init_args.data_dir DIR``
 """
 

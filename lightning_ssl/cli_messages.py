@@ -2,7 +2,7 @@
 mean"), data errors without a traceback naming the CLI flag, and known third-party noise
 filtered (never this project's own warnings).
 
-Example:
+Examples:
     >>> concise_error('Parser key "x":\\n Expected a <class \\'int\\'>. Got value: y')
     "--x: expected int, got 'y'"
 """

@@ -4,7 +4,7 @@
 ``compare``, ``grid`` and ``export`` to their own modules (see :data:`TOOLS`), so that
 ``lightning-ssl compare runs/*`` does not pay for importing torch and Lightning's trainer.
 
-Example:
+Examples:
     ``lightning-ssl compare runs/simclr-cifar10 runs/byol-cifar10``
 """
 
@@ -45,7 +45,7 @@ config.yaml and run.json together. Resume it with --ckpt_path last."""
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     """``(own, extra)``: the arguments before ``--`` and those after it (passed to ``fit``).
 
-    Example:
+    Examples:
         >>> split_passthrough(["--config", "a.yaml", "--", "--trainer.max_epochs=1"])
         (['--config', 'a.yaml'], ['--trainer.max_epochs=1'])
     """

@@ -8,7 +8,7 @@ recorded beside it as their own columns (they never enter the history).
 Final means the last logged value, best the maximum over epochs. Plots: see
 :mod:`lightning_ssl.compare_plots`.
 
-Example:
+Examples:
     ``lightning-ssl compare runs/simclr-cifar10 runs/byol-cifar10 --out compare``
 
 A folder that is not a run but holds runs (``lightning-ssl grid``'s ``ROOT/NAME``) stands for them.
@@ -46,7 +46,7 @@ def _config_value(run: Run, section: str, key: str) -> Any:
 def summary(run: Run) -> dict[str, Any]:
     """The comparison row of ``run`` as raw values (fractions, seconds, MiB).
 
-    Example:
+    Examples:
         >>> summary(load_run("runs/quickstart"))["probe_top1_best"]  # doctest: +SKIP
         0.375
     """
@@ -159,7 +159,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def compare(runs: Sequence[Run], fmt: str = "markdown") -> str:
     """The comparison of ``runs``: a markdown table, or raw values as ``csv`` or ``json``.
 
-    Example:
+    Examples:
         >>> print(compare([load_run("runs/a"), load_run("runs/b")]))  # doctest: +SKIP
     """
     rows = [summary(run) for run in unique_names(runs)]

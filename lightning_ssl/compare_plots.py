@@ -2,7 +2,7 @@
 after that many epochs): ``probe_top1.png`` (validation probe top-1, %) and ``loss.png``
 (training loss averaged over each epoch's logged steps).
 
-Example:
+Examples:
     >>> figures = plot([load_run("runs/a"), load_run("runs/b")], "compare")  # doctest: +SKIP
 """
 
@@ -40,7 +40,7 @@ def plot(runs: Sequence[Run], out_dir: str | os.PathLike) -> dict[str, Any]:
     """Write ``probe_top1.png`` and ``loss.png`` into ``out_dir``: one line per run (label: run
     name, x: epochs completed); return the matplotlib figures by file name.
 
-    Example:
+    Examples:
         >>> figures = plot([load_run("runs/a"), load_run("runs/b")], "compare")  # doctest: +SKIP
     """
     # Figure without pyplot: no global backend or figure registry, safe in threads and tests.

@@ -5,7 +5,7 @@ DDP averages gradients over ranks. A loss that sees the *global* batch through
 taking this rank's slice: then 2 processes with batch B give the gradients of 1 process with
 batch 2B (the bug of lightly#1528 was a backward that did not).
 
-Example:
+Examples:
     >>> import torch
     >>> x = torch.ones(4, 8, requires_grad=True)
     >>> gather(x).shape  # single process: unchanged
@@ -142,7 +142,7 @@ def batch_shuffle(x: Tensor) -> tuple[Tensor, Tensor]:
 
     Shape: (B, ...) -> (B, ...), and the ``(world_size * B,)`` inverse permutation.
 
-    Example:
+    Examples:
         >>> x = torch.arange(4.0)[:, None]
         >>> shuffled, unshuffle = batch_shuffle(x)
         >>> torch.equal(batch_unshuffle(shuffled, unshuffle), x)

@@ -64,7 +64,7 @@ def export_backbone(
     Returns:
         The metadata written to the JSON sidecar, with the written ``files``.
 
-    Example:
+    Examples:
         >>> export_backbone("last.ckpt", "simclr_r18")  # doctest: +SKIP
         {'arch': 'resnet18', 'format': 'torchvision', 'cifar_stem': True, ...}
     """

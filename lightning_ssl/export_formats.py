@@ -9,7 +9,7 @@
 
 Every file is written with the permissions of an ordinary file (``0666`` less the umask).
 
-Example:
+Examples:
     >>> import tempfile, timm
     >>> net = timm.create_model("test_resnet", num_classes=0)
     >>> folder = Path(tempfile.mkdtemp()) / "hub"

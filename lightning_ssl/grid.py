@@ -59,7 +59,7 @@ class Point:
 def split_values(text: str) -> list[str]:
     """Split at commas outside brackets and quotes.
 
-    Example:
+    Examples:
         >>> split_values("0.1,[1,2],'a,b'")
         ['0.1', '[1,2]', "'a,b'"]
     """
@@ -149,7 +149,7 @@ def build_points(
 ) -> list[Point]:
     """Every point of the Cartesian product of ``grid`` with its ``lightning-ssl fit`` command.
 
-    Example:
+    Examples:
         >>> points = build_points("configs/simclr/cifar10.yaml", {"model.init_args.lr": ["0.1",
         ...     "0.3"]}, "runs/grid", "simclr-lr")  # doctest: +SKIP
         >>> [p.name for p in points]  # doctest: +SKIP

@@ -16,7 +16,7 @@ Whether biases and normalisation weights (parameters with at most one dimension)
 decayed is a property of each parameter group (``lars_adapt`` and ``weight_decay``), set by
 :func:`lightning_ssl.optim.parameter_groups`.
 
-Example:
+Examples:
     >>> import torch
     >>> w = torch.nn.Parameter(torch.ones(4, 4))
     >>> opt = LARS([w], lr=1.0, momentum=0.0, **LARS_PRESETS["solo_learn"].optimizer_options())

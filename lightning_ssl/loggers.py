@@ -5,7 +5,7 @@ no config can split one run's logs, checkpoints and metadata over several folder
 on resume); ``validate``/``test`` log beside the run, to ``R/evaluations/<subcommand>`` and
 ``R/evaluations/wandb``, and never into its training history.
 
-Example:
+Examples:
     ``lightning-ssl fit --config configs/simclr/quickstart.yaml --run_dir runs/try1``
 """
 
@@ -25,7 +25,7 @@ class CSVLogger(LightningCSVLogger):
     """Lightning's ``CSVLogger`` whose ``save_dir`` may be left out of a config: the CLI sets it
     to the run folder (``R/csv/version_<n>/metrics.csv``).
 
-    Example:
+    Examples:
         >>> logger = CSVLogger("runs/try1")
         >>> logger.log_dir
         'runs/try1/csv/version_0'

@@ -1,6 +1,6 @@
 """Optimizers, parameter groups and the learning-rate rule shared by every method.
 
-Example:
+Examples:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     >>> groups = parameter_groups(net.named_parameters(), weight_decay=1e-6)

@@ -5,7 +5,7 @@ The peak learning rate is ``lr`` scaled by the global batch
 written back over the user's value; each parameter group follows a linear warm-up then a cosine
 decay per optimizer step, unless it asks for a fixed LR (SimSiam's predictor).
 
-Example:
+Examples:
     >>> factors = warmup_cosine_factors([{}, {"fixed_lr": True}], 2, 10, min_lr_ratio=0.0)
     >>> [round(f(0), 2) for f in factors], [round(f(9), 2) for f in factors]
     ([0.5, 1.0], [0.0, 1.0])

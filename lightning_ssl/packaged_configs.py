@@ -3,7 +3,7 @@
 The configs live in the repository's ``configs/`` folder and ship inside the package as
 ``lightning_ssl/configs`` (package data), so that a ``pip install`` without a clone still has them.
 
-Example:
+Examples:
     ``lightning-ssl configs list simclr`` prints ``simclr/cifar10``, ``simclr/imagenet``, ...;
     ``lightning-ssl fit --config "$(lightning-ssl configs path simclr/cifar10)" ...`` trains with
     one; ``lightning-ssl configs copy simclr/cifar10 my_configs/`` copies it for editing.
@@ -27,7 +27,7 @@ def config_root() -> Path:
 def config_names(prefix: str = "") -> list[str]:
     """Names (``method/dataset``, no ``.yaml``) of the shipped configs starting with ``prefix``.
 
-    Example:
+    Examples:
         >>> "simclr/cifar10" in config_names("simclr")
         True
     """

@@ -16,7 +16,7 @@ gets), the derived ``global_batch``, ``effective_lr``, ``final_lr``, ``warmup_st
 kernels ...) that no argument shows; these are stated, with their status, and tested by
 the method's own tests.
 
-Example:
+Examples:
     >>> import torch
     >>> module_layout(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
     ...     torch.nn.ReLU(), torch.nn.Linear(8, 2)))

@@ -40,7 +40,7 @@ class ResumeMismatchError(ValueError):
 def changed_hparams(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{name: (checkpoint value, run value)}`` for the arguments that differ.
 
-    Example:
+    Examples:
         >>> changed_hparams({"lr": 0.4, "proj_dim": 64}, {"lr": 0.1, "proj_dim": 64})
         {'lr': (0.4, 0.1)}
     """

@@ -12,7 +12,7 @@ Layout of a run folder ``R`` (the trainer's ``default_root_dir``, or ``--run_dir
 
 Light on purpose (no torch): ``lightning-ssl compare`` reads folders through it.
 
-Example:
+Examples:
     >>> holds_run("runs/never-made")
     False
 """
@@ -63,7 +63,7 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` is not an intact ``torch.save`` file (a zip archive whose every member
     matches its CRC), or ``None`` when it is. Reads the whole file, never unpickles it.
 
-    Example:
+    Examples:
         >>> checkpoint_problem("runs/a/checkpoints/last.ckpt")  # doctest: +SKIP
         'truncated or not a checkpoint (File is not a zip file)'
     """
@@ -138,7 +138,7 @@ def resolve_ckpt_path(root: str | os.PathLike, ckpt_path: str | None, fit: bool)
     ``last`` with nothing to resume is an error; ``last_if_exists`` (for jobs a scheduler may
     requeue) then starts a new run in ``fit``.
 
-    Example:
+    Examples:
         >>> resolve_ckpt_path("runs/never-made", "last_if_exists", fit=True) is None
         True
     """

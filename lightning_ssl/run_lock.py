@@ -62,7 +62,7 @@ def acquire(folder: str | Path) -> IO[str] | None:
     Raises:
         RunFolderBusyError: another live process holds the lock.
 
-    Example:
+    Examples:
         >>> handle = acquire("runs/simclr-cifar10")  # doctest: +SKIP
         >>> release(handle)  # doctest: +SKIP
     """
@@ -124,7 +124,7 @@ class RunFolderLock(L.Callback):
 
     The CLI adds it first to every ``fit``, so that it runs before anything writes.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(default_root_dir="runs/a", callbacks=[RunFolderLock()])
         >>> # a second process on runs/a: RunFolderBusyError naming the folder and the pid
     """

@@ -11,7 +11,7 @@ last checkpoint are done again).
 W&B runs are read with ``wandb leet inspect --json`` (the W&B CLI's reader of the ``.wandb``
 transaction log; W&B 0.31 has no Python reader).
 
-Example:
+Examples:
     >>> run = load_run("runs/quickstart")  # doctest: +SKIP
     >>> run.final("val/probe_top1"), run.info["config_hash"]  # doctest: +SKIP
 """
@@ -88,7 +88,7 @@ def merge_segments(segments: list[list[dict[str, float]]]) -> list[dict[str, flo
     """One history out of the rows of consecutive processes of a run (oldest first): each
     segment's rows replace the earlier ones from its first step on.
 
-    Example:
+    Examples:
         >>> merge_segments([[{"step": 1.0}, {"step": 3.0}], [{"step": 3.0, "x": 1.0}]])
         [{'step': 1.0}, {'step': 3.0, 'x': 1.0}]
     """
@@ -150,7 +150,7 @@ def _is_run(path: Path) -> bool:
 def find_runs(path: str | os.PathLike) -> list[Path]:
     """``path`` if it is a run, else the runs directly inside it (a grid's folder), by name.
 
-    Example:
+    Examples:
         >>> find_runs("runs/grid/simclr-quickstart")  # doctest: +SKIP
         [PosixPath('runs/grid/simclr-quickstart/lr=0.1'), ...]
     """
@@ -166,7 +166,7 @@ def load_run(path: str | os.PathLike, source: str = "auto") -> Run:
     """Read a run: a run folder, a CSV ``version_*`` folder or a W&B run (with its resumed
     segments). ``source``: ``csv``, ``wandb`` or ``auto`` (CSV when the folder has both).
 
-    Example:
+    Examples:
         >>> run = load_run("runs/quickstart", source="wandb")  # doctest: +SKIP
     """
     if source not in SOURCES:

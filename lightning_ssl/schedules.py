@@ -4,7 +4,7 @@ A schedule that only reads the step needs no state of its own: Lightning restore
 ``trainer.global_step`` on resume, so the schedule continues exactly where it stopped.
 Steps before 0 are treated as 0 and steps after the end as the end (values are clamped).
 
-Example:
+Examples:
     >>> cosine_schedule(0, 100, start=0.996, end=1.0)
     0.996
     >>> linear_warmup_cosine(5, warmup_steps=10, total_steps=100)
@@ -32,7 +32,7 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
         start: Value at step 0.
         end: Value from ``total_steps`` on.
 
-    Example:
+    Examples:
         >>> cosine_schedule(50, 100, start=0.0, end=1.0)
         0.5
         >>> cosine_schedule(1000, 100, start=0.0, end=1.0)
@@ -55,7 +55,7 @@ def linear_warmup_constant(step: int, warmup_steps: int, start: float, end: floa
         start: Value at step 0.
         end: Value from ``warmup_steps`` on.
 
-    Example:
+    Examples:
         >>> linear_warmup_constant(5, warmup_steps=10, start=0.0, end=1.0)
         0.5
     """
@@ -87,7 +87,7 @@ def linear_warmup_cosine(
         peak: Value at the end of warmup.
         end: Final value.
 
-    Example:
+    Examples:
         >>> linear_warmup_cosine(0, warmup_steps=10, total_steps=110)
         0.0
         >>> linear_warmup_cosine(10, warmup_steps=10, total_steps=110)

@@ -64,7 +64,7 @@ def ignore_stop_signals(worker_id: int) -> None:
     fails wherever it is (mid optimizer step) with "DataLoader worker ... killed". The main
     process decides; it shuts its workers down as it exits.
 
-    Example:
+    Examples:
         >>> DataLoader(data, num_workers=8, worker_init_fn=ignore_stop_signals)  # doctest: +SKIP
     """
     for signum in STOP_SIGNALS:
@@ -126,7 +126,7 @@ class GracefulStop(L.Callback):
     The CLI adds it to every ``fit``. The state saved is the one after the last completed batch
     (a validation interrupted by the signal is not re-run on resume).
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[GracefulStop()])  # doctest: +SKIP
         >>> # kill -TERM <pid>: checkpoints/last.ckpt written, exit status 143
     """

@@ -10,7 +10,7 @@ similarities in [-1, 1] divided by the temperature, and float32's smallest norma
 exactly 0: the loss sees only its nearest pair and gradients are scaled by ``1/T = 1000``. The
 smallest published value (DINO's teacher temperature, 0.04; the kNN vote's 0.07) is 40x above.
 
-Example:
+Examples:
     >>> check_values("SimCLR", {"temperature": 0.2, "proj_dim": 128})
     >>> check_values("SimCLR", {"proj_dim": 0})
     Traceback (most recent call last):
@@ -131,7 +131,7 @@ def check_values(owner: str, values: Mapping[str, Any]) -> None:
 def check_trainer(accumulate_grad_batches: int, max_epochs: int | None = None) -> None:
     """Trainer values that Lightning would otherwise turn into a ``ZeroDivisionError``.
 
-    Example:
+    Examples:
         >>> check_trainer(accumulate_grad_batches=0)
         Traceback (most recent call last):
         ...

@@ -28,7 +28,7 @@ BufferPolicy = Literal["copy", "ema", "leave"]
 def ema_update_(teacher: Sequence[Tensor], student: Sequence[Tensor], tau: float) -> None:
     """In place, ``teacher[i] <- tau * teacher[i] + (1 - tau) * student[i]`` (one fused kernel).
 
-    Example:
+    Examples:
         >>> t, s = [torch.zeros(2)], [torch.ones(2)]
         >>> ema_update_(t, s, tau=0.75)
         >>> t[0].tolist()
@@ -102,7 +102,7 @@ class EMA(pl.Callback):
             updates loop over ``parameters()`` only). With ``"leave"`` a teacher evaluated in
             eval mode (DINO) uses the running statistics of its own batches.
 
-    Example:
+    Examples:
         >>> def configure_callbacks(self):  # doctest: +SKIP
         ...     student = nn.Sequential(self.backbone, self.projector)
         ...     return [EMA(student, self.teacher, base_tau=0.996)]

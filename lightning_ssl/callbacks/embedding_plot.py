@@ -24,7 +24,7 @@ def project_2d(features: np.ndarray, method: Projection = "auto", seed: int = 0)
     else t-SNE when scikit-learn is, else PCA (no extra dependency). Features are L2-normalised
     first, as the kNN monitor compares them.
 
-    Example:
+    Examples:
         >>> project_2d(np.random.rand(50, 8), "pca").shape
         (50, 2)
     """
@@ -105,7 +105,7 @@ class EmbeddingPlot(L.Callback):
             or ``"pca"``.
         seed: random state of the projection.
 
-    Example:
+    Examples:
         >>> plot = EmbeddingPlot(every_n_epochs=10, method="pca")
     """
 

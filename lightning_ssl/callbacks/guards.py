@@ -33,7 +33,7 @@ class NonFiniteLossGuard(L.Callback):
     Args:
         check_every_n_steps: how often the host reads the finiteness flag.
 
-    Example:
+    Examples:
         >>> guard = NonFiniteLossGuard(check_every_n_steps=50)  # for long GPU runs
         >>> # Trainer(callbacks=[guard]) replaces the method's default per-step guard
     """

@@ -18,7 +18,7 @@ from lightning_ssl.nn.knn import knn_predict
 def is_last_epoch(trainer: L.Trainer) -> bool:
     """Whether the running epoch is the run's last (``max_epochs`` or ``max_steps`` reached).
 
-    Example:
+    Examples:
         >>> is_last_epoch(L.Trainer(max_epochs=1))
         True
     """
@@ -40,7 +40,7 @@ def bank_size(trainer: L.Trainer, dataset_size: int, batch_size: int, limit: int
     more than the trainer's ``limit_val_batches`` allows (that many batches, or that fraction);
     a ``fast_dev_run`` smoke test takes ``fast_dev_run`` batches.
 
-    Example:
+    Examples:
         >>> bank_size(L.Trainer(limit_val_batches=2), 50_000, 256, None)
         512
     """
@@ -75,7 +75,7 @@ class KNNMonitor(L.Callback):
             trainer's ``limit_val_batches`` limits the bank too: ``N`` batches of the training
             set, or that fraction of it (a smoke run must not encode all 50,000 CIFAR images).
 
-    Example:
+    Examples:
         >>> monitor = KNNMonitor(k=20, temperature=0.07)
     """
 

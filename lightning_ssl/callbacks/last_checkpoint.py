@@ -16,7 +16,7 @@ class LastCheckpoint(ModelCheckpoint):
         every_n_train_steps: also save every this many optimizer steps (0: only at epoch ends).
         dirpath: folder of ``last.ckpt`` (default: the CLI's ``<run_dir>/checkpoints``).
 
-    Example:
+    Examples:
         >>> checkpoint = LastCheckpoint(every_n_train_steps=1000)
     """
 

@@ -35,7 +35,7 @@ class OnlineLinearProbe(L.Callback):
         momentum: SGD momentum.
         weight_decay: probe weight decay.
 
-    Example:
+    Examples:
         >>> probe = OnlineLinearProbe(lr=0.1)
         >>> # Trainer(callbacks=[probe]); the method's steps return {"features": ...}
     """

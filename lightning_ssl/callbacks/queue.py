@@ -30,7 +30,7 @@ class QueueUpdater(pl.Callback):
             takes them from the batch, ``(views, labels)``.
         start_epoch: First epoch whose keys are enqueued (NNCLR/SwAV start the queue late).
 
-    Example:
+    Examples:
         >>> def configure_callbacks(self):  # doctest: +SKIP
         ...     return [QueueUpdater(self.queue, output_key="queue_keys")]
     """

@@ -34,7 +34,7 @@ def git_commit(path: str | Path) -> tuple[str | None, bool | None]:
     """Commit of the git repository holding ``path`` and whether its tracked files differ from it;
     ``(None, None)`` outside a repository or without git.
 
-    Example:
+    Examples:
         >>> commit, dirty = git_commit(Path(__file__).parent)
     """
 
@@ -54,7 +54,7 @@ def git_commit(path: str | Path) -> tuple[str | None, bool | None]:
 def device_name(device: torch.device) -> str:
     """GPU name, or the CPU model and the number of threads torch uses.
 
-    Example:
+    Examples:
         >>> device_name(torch.device("cpu"))  # doctest: +SKIP
         'AMD EPYC (2 threads)'
     """
@@ -94,7 +94,7 @@ def ended(exception: BaseException, trainer: L.Trainer | None = None) -> dict[st
     name (SIGTERM, SIGINT, SIGUSR1: Lightning's ``SIGTERMException``), else ``failed`` with the
     error.
 
-    Example:
+    Examples:
         >>> ended(ValueError("bad"))["status"], ended(KeyboardInterrupt())["signal"]
         ('failed', 'SIGINT')
     """
@@ -117,7 +117,7 @@ def mark_killed(folder: str | Path) -> list[Path]:
     Call it only while holding the folder's lock (:mod:`lightning_ssl.run_lock`), which proves
     that no live process writes there. Returns the files marked.
 
-    Example:
+    Examples:
         >>> mark_killed("runs/simclr-cifar10")  # doctest: +SKIP
         [PosixPath('runs/simclr-cifar10/run.json'), ...]
     """
@@ -177,7 +177,7 @@ class RunInfo(L.Callback):
     ``error``), ``interrupted`` (with ``signal``: SIGTERM, SIGUSR1, SIGINT) or ``killed`` (found
     still ``running`` by the next run in the folder: the process died without a word).
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[RunInfo()])  # doctest: +SKIP
         >>> # after trainer.fit(...): json.load(open(Path(trainer.log_dir) / "run.json"))
     """

@@ -11,7 +11,7 @@ class WarmupCheck(L.Callback):
     run has (a smoke run of a 10-warm-up-epoch recipe): the learning rate would never reach its
     peak. The CLI adds it to every ``fit``.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[WarmupCheck()])  # doctest: +SKIP
     """
 

@@ -1,6 +1,6 @@
 """Data: multi-crop view presets, evaluation transforms and LightningDataModules.
 
-Example:
+Examples:
     >>> from lightning_ssl.data import CIFAR10DataModule
     >>> dm = CIFAR10DataModule("data/cifar10-jpeg", augmentation="byol", batch_size=512)
     >>> dm.num_global_crops, dm.views[1].solarize_prob

@@ -60,7 +60,7 @@ def sample_crop_boxes(
         ``float32`` boxes ``(N, 4)`` as ``(x0, y0, x1, y1)`` in pixel-edge coordinates, with
         integer values (``x1 - x0`` is the crop width).
 
-    Example:
+    Examples:
         >>> sides = torch.full((3,), 32)
         >>> boxes = sample_crop_boxes(sides, sides, (0.08, 1.0), (3 / 4, 4 / 3))
         >>> bool(((boxes[:, 2:] <= 32) & (boxes[:, :2] >= 0)).all())
@@ -119,7 +119,7 @@ def resized_crops(images: Tensor, boxes: Tensor, index: Tensor, size: int) -> Te
     Returns:
         ``(N, C, size, size)`` crops, in the dtype of ``images``.
 
-    Example:
+    Examples:
         >>> image = torch.arange(16.0).view(1, 1, 4, 4)
         >>> box = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
         >>> torch.equal(resized_crops(image, box, torch.zeros(1, dtype=torch.long), 4), image)
@@ -146,7 +146,7 @@ def resized_crops_uint8(images: Tensor, boxes: Tensor, index: Tensor, size: int)
     Returns:
         ``uint8`` crops ``(N, 3, size, size)``.
 
-    Example:
+    Examples:
         >>> image = torch.arange(48, dtype=torch.uint8).view(1, 3, 4, 4)
         >>> box = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
         >>> torch.equal(resized_crops_uint8(image, box, torch.zeros(1, dtype=torch.long), 4), image)
@@ -186,7 +186,7 @@ def _replicate_edges(images: Tensor, sizes: Tensor) -> Tensor:
 def rgb_to_grayscale(images: Tensor) -> Tensor:
     """ITU-R 601-2 luma ``(N, 1, H, W)`` of RGB ``(N, 3, H, W)`` images.
 
-    Example:
+    Examples:
         >>> rgb_to_grayscale(torch.ones(1, 3, 2, 2)).shape
         torch.Size([1, 1, 2, 2])
     """
@@ -209,7 +209,7 @@ def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
     """Multiply by a per-sample factor, clamped to [0, 1] (torchvision's adjust_brightness).
 
-    Example:
+    Examples:
         >>> adjust_brightness(torch.full((2, 3, 1, 1), 0.6), torch.tensor([0.5, 2.0])).flatten()
         tensor([0.3000, 0.3000, 0.3000, 1.0000, 1.0000, 1.0000])
     """
@@ -219,7 +219,7 @@ def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
 def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
     """Blend with each image's mean grey level (torchvision's adjust_contrast).
 
-    Example:
+    Examples:
         >>> x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
         >>> adjust_contrast(x, torch.tensor([0.0]))[0, 0, 0]
         tensor([0.5000, 0.5000])
@@ -231,7 +231,7 @@ def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
 def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     """Blend with the grayscale image (torchvision's adjust_saturation).
 
-    Example:
+    Examples:
         >>> x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
         >>> adjust_saturation(x, torch.tensor([0.0])).flatten()
         tensor([0.2989, 0.2989, 0.2989])
@@ -247,7 +247,7 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     way back is the closed form ``c_n = max - (max - min) * clamp(2 - |k_n - 2|, 0, 1)``,
     ``k_n = (n + H) mod 6``, ``n = 5, 3, 1`` for R, G, B (torchvision's sector table).
 
-    Example:
+    Examples:
         >>> red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
         >>> adjust_hue(red, torch.tensor([1 / 3])).flatten()  # red -> green
         tensor([0., 1., 0.])
@@ -371,7 +371,7 @@ def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
         kernel_size: Odd kernel side.
         sigma: ``(N,)`` standard deviations in pixels.
 
-    Example:
+    Examples:
         >>> out = gaussian_blur(torch.rand(2, 3, 16, 16), 5, torch.tensor([0.5, 1.5]))
         >>> tuple(out.shape)
         (2, 3, 16, 16)
@@ -416,7 +416,7 @@ def solarize(images: Tensor, chosen: Tensor | None = None) -> Tensor:
         images: Float images in [0, 1] ``(N, C, H, W)``.
         chosen: Boolean ``(N,)`` mask of the samples to solarise (default: all).
 
-    Example:
+    Examples:
         >>> solarize(torch.tensor([0.2, 0.6]).view(1, 1, 1, 2)).flatten()
         tensor([0.2000, 0.4000])
     """
@@ -450,7 +450,7 @@ class BatchedMultiCrop(torch.nn.Module):
             ones, and all crops on an accelerator, with one ``roi_align`` per chunk
             (:func:`resized_crops`), where a Python call per view would cost more.
 
-    Example:
+    Examples:
         >>> from lightning_ssl.data.presets import preset
         >>> from lightning_ssl.data.transforms import CIFAR_MEAN, CIFAR_STD
         >>> augment = BatchedMultiCrop(preset("simclr", 32), CIFAR_MEAN, CIFAR_STD)

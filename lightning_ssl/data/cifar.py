@@ -29,7 +29,7 @@ class CIFAR10DataModule(InMemoryDataModule):
             header before decoding; ``None``: no limit.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
-    Example:
+    Examples:
         >>> dm = CIFAR10DataModule("data/cifar10-jpeg", batch_size=256, augmentation="simclr")
         >>> dm.num_classes, dm.image_size, dm.num_global_crops
         (10, 32, 2)

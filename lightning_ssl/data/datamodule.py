@@ -337,7 +337,7 @@ class SSLDataModule(LightningDataModule):
     def augment_batch(self, batch: Any) -> tuple[list[Tensor], Tensor]:
         """``(views, labels)`` from a training batch of the ``batched_augmentation`` loader.
 
-        Example:
+        Examples:
             >>> from lightning_ssl.data import CIFAR10DataModule
             >>> dm = CIFAR10DataModule("data/cifar10-jpeg", batched_augmentation=True)
             >>> images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)

@@ -34,7 +34,7 @@ def pil_to_rgb(image: Image.Image) -> Image.Image:
     clipped (``I`` values above 255 are read as 16-bit); palette images with transparency go
     through RGBA; alpha is dropped as ``torchvision.datasets.ImageFolder`` does.
 
-    Example:
+    Examples:
         >>> pil_to_rgb(Image.new("I;16", (4, 4), 65535)).getpixel((0, 0))
         (255, 255, 255)
     """
@@ -67,7 +67,7 @@ def display_path(path: str | Path) -> str:
     """``path`` printable anywhere: bytes that are not UTF-8 (a file name from another system)
     shown as ``\\xff`` escapes instead of failing to encode.
 
-    Example:
+    Examples:
         >>> display_path(os.fsdecode(b"cat_\\xff.png"))
         'cat_\\\\xff.png'
     """
@@ -89,7 +89,7 @@ def check_pixels(path: str | Path, width: int, height: int, max_pixels: int | No
 def shrunk_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
     """``(height, width)`` scaled so that the longest side is at most ``max_side``.
 
-    Example:
+    Examples:
         >>> shrunk_size(8000, 6000, 2048)
         (2048, 1536)
     """
@@ -170,7 +170,7 @@ def load_image_tensor(
         ImageTooLargeError: More than ``max_pixels`` pixels; the message names the file.
         RuntimeError: The file is missing, truncated or not an image; the message names it.
 
-    Example:
+    Examples:
         >>> load_image_tensor("cat.jpg").shape  # doctest: +SKIP
         torch.Size([3, 375, 500])
     """
@@ -200,7 +200,7 @@ def pad_collate(batch: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor, Tensor
     Returns:
         ``(images, sizes, labels)`` with ``sizes`` and ``labels`` ``int64``.
 
-    Example:
+    Examples:
         >>> a, b = torch.ones(3, 2, 4, dtype=torch.uint8), torch.ones(3, 3, 2, dtype=torch.uint8)
         >>> images, sizes, labels = pad_collate([(a, 0), (b, 1)])
         >>> tuple(images.shape), sizes.tolist(), int(images[1].sum())
@@ -293,7 +293,7 @@ class TensorImageDataset(Dataset):
         labels: Integer labels of shape ``(N,)`` (``-1`` for unlabelled images).
         transform: Called on each ``uint8`` ``(3, H, W)`` image.
 
-    Example:
+    Examples:
         >>> data = TensorImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4))
         >>> image, label = data[1]
         >>> tuple(image.shape), label
@@ -334,7 +334,7 @@ class ImageFolderDataset(Dataset):
         max_image_side: Shrink images whose longest side is larger at load (``None``: never),
             which bounds a padded batch to ``B * 3 * max_image_side**2`` bytes.
 
-    Example:
+    Examples:
         >>> data = ImageFolderDataset("imagewoof2-160/train")  # doctest: +SKIP
         >>> len(data), len(data.classes)  # doctest: +SKIP
         (9025, 10)

@@ -32,7 +32,7 @@ def tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
     Handles :class:`TensorImageDataset`, :class:`~torch.utils.data.Subset` (``train_subset``)
     and :class:`~torch.utils.data.ConcatDataset` (STL-10's train + unlabeled).
 
-    Example:
+    Examples:
         >>> data = TensorImageDataset(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.arange(4))
         >>> [index.tolist() for _, index in tensor_parts(Subset(data, [3, 1]))]
         [[3, 1]]
@@ -92,7 +92,7 @@ def unpack_training_batch(
     training images held there; the batch then holds their indices. ``sizes`` is ``None``
     unless the images are zero-padded.
 
-    Example:
+    Examples:
         >>> images, sizes, labels = unpack_training_batch((torch.zeros(2, 3, 4, 4), torch.ones(2)))
         >>> tuple(images.shape), sizes
         ((2, 3, 4, 4), None)

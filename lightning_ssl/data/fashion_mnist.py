@@ -23,7 +23,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         download: Download them with torchvision into ``data_dir/FashionMNIST/raw``.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
-    Example:
+    Examples:
         >>> dm = FashionMNISTDataModule("/usr/share/datasets/fashion-mnist", batch_size=128)
         >>> dm.image_size, dm.mean
         (28, (0.286, 0.286, 0.286))

@@ -37,7 +37,7 @@ class ImageFolderDataModule(SSLDataModule):
             padded batches of ``batched_augmentation``); ``None``: keep every size.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
-    Example:
+    Examples:
         >>> root = "imagewoof2-160"
         >>> dm = ImageFolderDataModule(  # doctest: +SKIP
         ...     root, augmentation="dino", num_local_crops=8

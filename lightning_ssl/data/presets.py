@@ -4,7 +4,7 @@ A recipe is one small function returning its global view groups, the colour jitt
 crops and their crop scale, with its source in the docstring; adding a preset is one such
 function and an entry in ``_RECIPES``.
 
-Example:
+Examples:
     >>> [(g.num, g.size) for g in preset("swav", 224, num_local=6)]
     [(2, 224), (6, 96)]
 """
@@ -112,7 +112,7 @@ def preset(
     Returns:
         The view groups, global groups first.
 
-    Example:
+    Examples:
         >>> [(g.num, g.size, g.scale) for g in preset("dino", 224, 96, num_local=8)]
         [(1, 224, (0.4, 1.0)), (1, 224, (0.4, 1.0)), (8, 96, (0.05, 0.4))]
     """
@@ -135,7 +135,7 @@ def preset(
 def default_local_size(global_size: int) -> int:
     """Local crop side scaled like 96 px locals for 224 px globals, at least 8 px.
 
-    Example:
+    Examples:
         >>> default_local_size(224), default_local_size(32)
         (96, 14)
     """

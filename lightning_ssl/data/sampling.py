@@ -37,7 +37,7 @@ SampleKey = tuple[int, int]
 def derive_seed(*key: int) -> int:
     """A 63-bit seed that is a pure function of the integers ``key`` (SHA-256 of them).
 
-    Example:
+    Examples:
         >>> derive_seed(0, 1, 2) == derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
         True
     """
@@ -57,7 +57,7 @@ class ResumableSampler(DistributedSampler):
     worker processes builds the iterator before calling ``set_epoch``. With ``keyed=True`` it
     yields ``(epoch, index)`` pairs, the keys of a :class:`PositionSeededDataset`.
 
-    Example:
+    Examples:
         >>> sampler = ResumableSampler(range(8), num_replicas=1, rank=0, shuffle=False,
         ...                            position=lambda: (3, 6, 8))
         >>> list(sampler)
@@ -100,7 +100,7 @@ def training_sampler(
         ValueError: ``batch_size`` times the number of processes exceeds the dataset, so no
             batch would be produced.
 
-    Example:
+    Examples:
         >>> sampler = training_sampler(range(8), 4, seed=0, trainer=None)
         >>> len(list(sampler))
         8
@@ -138,7 +138,7 @@ def training_data(
     With ``seed_views`` (views made per image in the loader) the dataset is wrapped in a
     :class:`PositionSeededDataset` and the sampler yields its ``(epoch, index)`` keys.
 
-    Example:
+    Examples:
         >>> data, sampler = training_data(range(8), 4, seed=0, trainer=None, seed_views=True)
         >>> type(data).__name__, len(list(sampler))
         ('PositionSeededDataset', 8)
@@ -180,7 +180,7 @@ class PositionSeededDataset(Dataset):
     process draws each index at most once (``drop_last`` partitions), so no two items share a
     key.
 
-    Example:
+    Examples:
         >>> class Noise(Dataset):
         ...     def __getitem__(self, index):
         ...         return torch.rand(2)
@@ -211,7 +211,7 @@ class StartOnFirstBatchLoader(DataLoader):
     indices as it is created, so the sampler would read a fresh run's position; deferring the
     start to the first ``next()`` lets it read the restored one.
 
-    Example:
+    Examples:
         >>> read = []
         >>> loader = StartOnFirstBatchLoader(range(4), batch_size=2, collate_fn=read.extend)
         >>> batches = iter(loader)

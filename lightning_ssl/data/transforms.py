@@ -63,7 +63,7 @@ class ViewGroup:
         solarize_prob: Probability of solarising (inverting pixels >= 128).
         local: Whether these are local crops (they must come after every global group).
 
-    Example:
+    Examples:
         >>> ViewGroup(num=2, size=32, blur_prob=0.0)  # doctest: +ELLIPSIS
         ViewGroup(num=2, size=32, scale=(0.08, 1.0), ...)
     """
@@ -120,7 +120,7 @@ def _ordered_pair(
 def blur_kernel_size(size: int) -> int:
     """Odd Gaussian kernel side of about 10% of the crop (SimCLR), at least 3.
 
-    Example:
+    Examples:
         >>> blur_kernel_size(224), blur_kernel_size(96)
         (23, 9)
     """
@@ -139,7 +139,7 @@ class RandomGaussianBlur:
         sigma: Range of the standard deviation in pixels.
         p: Probability of blurring.
 
-    Example:
+    Examples:
         >>> blur = RandomGaussianBlur(9, (0.1, 2.0), p=1.0)
         >>> tuple(blur(torch.zeros(3, 96, 96, dtype=torch.uint8)).shape)
         (3, 96, 96)
@@ -228,7 +228,7 @@ class MultiCropTransform:
         mean: Per-channel mean used for normalisation.
         std: Per-channel standard deviation used for normalisation.
 
-    Example:
+    Examples:
         >>> from lightning_ssl.data.presets import preset
         >>> transform = MultiCropTransform(preset("simclr", 32), CIFAR_MEAN, CIFAR_STD)
         >>> views = transform(torch.zeros(3, 32, 32, dtype=torch.uint8))
@@ -287,7 +287,7 @@ def eval_transform(
         std: Per-channel normalisation standard deviation.
         resize: Whether to use the ImageNet resize-then-centre-crop protocol.
 
-    Example:
+    Examples:
         >>> t = eval_transform(224, IMAGENET_MEAN, IMAGENET_STD, resize=True)
         >>> tuple(t(torch.zeros(3, 160, 240, dtype=torch.uint8)).shape)
         (3, 224, 224)

@@ -33,7 +33,7 @@ def linear_train_transform(
 ) -> v2.Compose:
     """Random resized crop to ``size`` and a horizontal flip, then normalisation.
 
-    Example:
+    Examples:
         >>> t = linear_train_transform(32, (0.5,) * 3, (0.25,) * 3)
         >>> tuple(t(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape)
         (3, 32, 32)
@@ -107,7 +107,7 @@ class LinearEvalDataModule(L.LightningDataModule):
         crop_scale: area range of the random resized crop.
         indices_only: yield dataset indices instead of images (feature caching).
 
-    Example:
+    Examples:
         >>> dm = CIFAR10DataModule("data/cifar10", batch_size=256)  # doctest: +SKIP
         >>> trainer.fit(LinearEvaluation("last.ckpt"), LinearEvalDataModule(dm))  # doctest: +SKIP
     """
@@ -197,7 +197,7 @@ def encode_dataset(
         normalize: L2-normalize the features (the kNN bank).
         context: a context-manager factory around each forward (the precision plugin's).
 
-    Example:
+    Examples:
         >>> loader = dm.train_eval_dataloader()  # doctest: +SKIP
         >>> feats, labels = encode_dataset(backbone, loader, torch.device("cpu"))  # doctest: +SKIP
     """

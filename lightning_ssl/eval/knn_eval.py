@@ -1,6 +1,6 @@
 """Offline weighted kNN evaluation of a pretraining checkpoint (InstDisc, DINO protocol).
 
-Example:
+Examples:
     ``lightning-ssl validate --config configs/eval/knn/cifar10.yaml
     --model.init_args.pretrained runs/simclr-cifar10/checkpoints/last.ckpt
     --data.init_args.data_dir data/cifar10``
@@ -41,7 +41,7 @@ class KNNEvaluation(L.LightningModule):
         num_global_crops: linked from the data (unused).
         num_local_crops: linked from the data (unused).
 
-    Example:
+    Examples:
         >>> model = KNNEvaluation("last.ckpt", k=20, temperature=0.07)  # doctest: +SKIP
         >>> L.Trainer().validate(model, datamodule=dm)  # doctest: +SKIP
     """

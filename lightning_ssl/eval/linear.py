@@ -6,7 +6,7 @@ features is trained with cross-entropy on the training split augmented by random
 and flips, and top-1/top-5 accuracy is measured on the centre-cropped validation split. MoCo v3
 and MAE put a BatchNorm without affine parameters before the linear layer (``batch_norm``).
 
-Example:
+Examples:
     ``lightning-ssl fit --config configs/eval/linear/cifar10.yaml
     --model.init_args.pretrained runs/simclr-cifar10/checkpoints/last.ckpt
     --data.init_args.data_dir data/cifar10``
@@ -62,7 +62,7 @@ class LinearEvaluation(L.LightningModule):
         num_global_crops: linked from the data (unused).
         num_local_crops: linked from the data (unused).
 
-    Example:
+    Examples:
         >>> dm = CIFAR10DataModule("data/cifar10", batch_size=256)  # doctest: +SKIP
         >>> model = LinearEvaluation("last.ckpt", lr=0.1, num_classes=10)  # doctest: +SKIP
         >>> L.Trainer(max_epochs=100).fit(model, model.wrap_datamodule(dm))  # doctest: +SKIP

@@ -6,7 +6,7 @@ code from it and the method class is looked up by the name the checkpoint record
 and the module that ``extract_features`` runs is found by calling it once (the student backbone,
 or DINO's teacher).
 
-Example:
+Examples:
     >>> method = load_pretrained("runs/byol-cifar10/checkpoints/last.ckpt")  # doctest: +SKIP
     >>> encoder = frozen(feature_encoder(method))  # doctest: +SKIP
     >>> encoder(torch.zeros(2, 3, 32, 32)).shape  # doctest: +SKIP
@@ -49,7 +49,7 @@ def load_pretrained(path: str | Path) -> SSLMethod:
     The file is read with :func:`~lightning_ssl.checkpoint.load_checkpoint` (no code runs from
     it) and the method class comes from the registry, never from a path in the file.
 
-    Example:
+    Examples:
         >>> method = load_pretrained("last.ckpt")  # doctest: +SKIP
         >>> type(method).__name__  # doctest: +SKIP
         'SimCLR'

@@ -5,7 +5,7 @@
 looked up by the name the checkpoint records. A module path written in the file
 (LightningCLI's ``_class_path``) is never imported.
 
-Example:
+Examples:
     >>> from lightning_ssl.checkpoint import load_checkpoint
     >>> checkpoint = load_checkpoint("runs/simclr-cifar10/checkpoints/last.ckpt")  # doctest: +SKIP
     >>> checkpoint_class(checkpoint).__name__  # doctest: +SKIP

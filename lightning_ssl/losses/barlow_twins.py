@@ -40,7 +40,7 @@ def barlow_twins_loss(
     Returns:
         Scalar loss of the global batch (identical on every process).
 
-    Example:
+    Examples:
         >>> z = torch.randn(32, 8)
         >>> bool(barlow_twins_loss(z, z, lambda_offdiag=0.0) < 1e-6)  # perfectly correlated
         True

@@ -36,7 +36,7 @@ def nt_xent_loss(views: Sequence[Tensor], temperature: float = 0.1) -> Tensor:
     Returns:
         Scalar loss, the mean over all anchors of this process (DDP averages across processes).
 
-    Example:
+    Examples:
         >>> z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
         >>> nt_xent_loss([z1, z2], temperature=0.5).shape
         torch.Size([])
@@ -83,7 +83,7 @@ def info_nce_loss(
     Returns:
         Scalar cross-entropy averaged over this process's queries.
 
-    Example:
+    Examples:
         >>> q, k = torch.randn(4, 8), torch.randn(4, 8)
         >>> info_nce_loss(q, k, temperature=0.2, negatives=torch.randn(16, 8)).shape
         torch.Size([])

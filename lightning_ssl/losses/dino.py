@@ -36,7 +36,7 @@ def dino_loss(
     Returns:
         Scalar loss, averaged over this process's samples.
 
-    Example:
+    Examples:
         >>> student = [torch.randn(4, 16) for _ in range(6)]  # 2 global + 4 local crops
         >>> teacher = [torch.randn(4, 16) for _ in range(2)]
         >>> dino_loss(student, teacher, center=torch.zeros(1, 16)).shape
@@ -68,7 +68,7 @@ def update_dino_center(center: Tensor, teacher_out: list[Tensor], momentum: floa
     Returns:
         The new center, same shape as ``center`` (float32, identical on every process).
 
-    Example:
+    Examples:
         >>> update_dino_center(torch.zeros(1, 2), [torch.ones(3, 2)], momentum=0.9)
         tensor([[0.1000, 0.1000]])
     """
@@ -87,7 +87,7 @@ def dino_teacher_entropy(teacher_out: list[Tensor], center: Tensor, teacher_temp
     term that training drives down; the entropy itself shows collapse (0: one-hot, ``log K``:
     uniform). With the loss's ``center`` and ``teacher_temp``.
 
-    Example:
+    Examples:
         >>> t = [torch.zeros(2, 4)]
         >>> round(float(dino_teacher_entropy(t, torch.zeros(1, 4), 0.04)), 4)  # uniform: log 4
         1.3863

@@ -25,7 +25,7 @@ def negative_cosine_similarity(p: Tensor, z: Tensor) -> Tensor:
     Returns:
         Scalar in ``[-1, 1]``, the mean over this process's rows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> negative_cosine_similarity(p, torch.tensor([[3.0, 0.0], [1.0, 0.0]]))
@@ -41,7 +41,7 @@ def normalized_squared_distance(p: Tensor, z: Tensor) -> Tensor:
     The official ``helpers.regression_loss`` (deepmind-research ``byol/utils/helpers.py``) and
     solo-learn's ``byol_loss_func``: twice the gradient of :func:`negative_cosine_similarity`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> normalized_squared_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 5.0]]))
         tensor(2.)

@@ -31,7 +31,7 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
     Returns:
         ``(B, K)`` codes; every row sums to 1, every prototype column sums to about ``B / K``.
 
-    Example:
+    Examples:
         >>> codes = sinkhorn_knopp(torch.randn(6, 3))
         >>> torch.allclose(codes.sum(dim=1), torch.ones(6))
         True
@@ -68,7 +68,7 @@ def swav_loss(scores: list[Tensor], codes: list[Tensor], temperature: float = 0.
     Returns:
         Scalar loss, averaged over this process's samples.
 
-    Example:
+    Examples:
         >>> scores = [torch.randn(4, 10) for _ in range(4)]  # 2 global + 2 local crops
         >>> codes = [sinkhorn_knopp(s) for s in scores[:2]]
         >>> swav_loss(scores, codes).shape

@@ -110,7 +110,7 @@ def tiled_logsumexp(
     Returns:
         ``(n,)`` log-sum-exp, differentiable w.r.t. ``q`` and ``k``.
 
-    Example:
+    Examples:
         >>> q, k = torch.randn(5, 3), torch.randn(7, 3)
         >>> ref = torch.logsumexp(q @ k.T / 0.5, dim=1)
         >>> torch.allclose(tiled_logsumexp(q, k, 0.5, tile_size=2), ref)
@@ -138,7 +138,7 @@ def tiled_nt_xent_loss(
     Returns:
         Scalar float32 loss, the mean over all anchors of this process.
 
-    Example:
+    Examples:
         >>> z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
         >>> tiled_nt_xent_loss([z1, z2], temperature=0.5, tile_size=3).shape
         torch.Size([])
@@ -184,7 +184,7 @@ def tiled_info_nce_loss(
     Returns:
         Scalar float32 cross-entropy averaged over this process's queries.
 
-    Example:
+    Examples:
         >>> q, k = torch.randn(4, 8), torch.randn(4, 8)
         >>> tiled_info_nce_loss(q, k, 0.2, negatives=torch.randn(16, 8), tile_size=3).shape
         torch.Size([])

@@ -68,7 +68,7 @@ def vicreg_terms(
         :class:`VICRegTerms` of scalars: ``loss`` and the unweighted
         ``invariance``, ``variance`` and ``covariance``.
 
-    Example:
+    Examples:
         >>> terms = vicreg_terms(torch.randn(16, 8), torch.randn(16, 8))
         >>> sorted(terms._asdict())
         ['covariance', 'invariance', 'loss', 'variance']
@@ -102,7 +102,7 @@ def vicreg_loss(
     Returns:
         Scalar loss (float32).
 
-    Example:
+    Examples:
         >>> vicreg_loss(torch.randn(16, 8), torch.randn(16, 8)).shape
         torch.Size([])
     """

@@ -43,7 +43,7 @@ class SimCLR(SSLMethod):
             memory ``O(tile**2)`` instead of ``O(batch**2)``, for very large global batches.
         **kwargs: backbone, optimizer and data arguments of :class:`SSLMethod`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = SimCLR(backbone="resnet18", cifar_stem=True, image_size=32)
         >>> views = [torch.randn(4, 3, 32, 32) for _ in range(2)]

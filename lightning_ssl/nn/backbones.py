@@ -57,7 +57,7 @@ class Backbone(nn.Module):
             Methods take it as ``backbone_kwargs: {pretrained: ...}``.
         **kwargs: passed to the model constructor (e.g. ``drop_path_rate``).
 
-    Example:
+    Examples:
         >>> net = Backbone("resnet18", cifar_stem=True)
         >>> net(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 512])

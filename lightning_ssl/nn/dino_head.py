@@ -29,7 +29,7 @@ class DINOHead(nn.Module):
         hidden_dim: hidden width of the MLP (DINO: 2048).
         bottleneck_dim: size of the normalized embedding (DINO: 256).
 
-    Example:
+    Examples:
         >>> head = DINOHead(384, out_dim=1024)
         >>> head(torch.randn(4, 384)).shape
         torch.Size([4, 1024])

@@ -41,7 +41,7 @@ class MLP(nn.Sequential):
             ``SyncBatchNorm.convert_sync_batchnorm`` converts with its scale.
         last_bias: bias of the last linear layer when no BatchNorm follows it (BYOL: none).
 
-    Example:
+    Examples:
         >>> import torch
         >>> MLP(512, 2048, 128)(torch.randn(4, 512)).shape
         torch.Size([4, 128])
@@ -89,7 +89,7 @@ class MLP(nn.Sequential):
     ) -> MLP:
         """An MLP from a named BatchNorm layout (the typed options methods expose).
 
-        Example:
+        Examples:
             >>> head = MLP.with_layout(512, 512, 128, batch_norm="all", last_norm_affine="scale")
             >>> head[-1].weight.requires_grad, head[-1].bias.requires_grad
             (True, False)

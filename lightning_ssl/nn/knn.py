@@ -35,7 +35,7 @@ def knn_predict(
     Returns:
         ``(Q, num_classes)`` scores; ``argmax`` is the prediction.
 
-    Example:
+    Examples:
         >>> bank = torch.nn.functional.normalize(torch.eye(3), dim=1)
         >>> knn_predict(bank[:1], bank, torch.tensor([0, 1, 2]), 3, k=1).argmax(1)
         tensor([0])

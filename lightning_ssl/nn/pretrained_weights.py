@@ -19,7 +19,7 @@ starts from its random initialisation and every other layer from the weights. A 
 (torchvision ``fc.*``, timm's ``pretrained_cfg["classifier"]``) is dropped, the backbone having
 none. Any other missing, unexpected or differently shaped tensor is a one-line ``ValueError``.
 
-Example:
+Examples:
     >>> import torchvision
     >>> net = torchvision.models.resnet18(); net.fc = torch.nn.Identity()
     >>> load_weights(net, {k: v for k, v in net.state_dict().items()}, "a copy", cifar_stem=False)
@@ -65,7 +65,7 @@ def pretrained_skipped() -> bool:
 def torchvision_weights(arch: str, spec: bool | str) -> torchvision.models.WeightsEnum:
     """The weights enum member ``spec`` names for the torchvision model ``arch``.
 
-    Example:
+    Examples:
         >>> torchvision_weights("resnet18", "ResNet18_Weights.IMAGENET1K_V1").url.split("/")[-1]
         'resnet18-f37072fd.pth'
     """

@@ -5,7 +5,7 @@ moves with its LightningModule. Pure tensor operations: gather keys across proce
 ``push`` (see :class:`lightning_ssl.callbacks.queue.QueueUpdater`) so every rank holds the same
 queue.
 
-Example:
+Examples:
     >>> queue = FeatureQueue(size=4, dim=2)
     >>> queue.push(torch.ones(3, 2))
     >>> queue.valid().shape
@@ -34,7 +34,7 @@ class FeatureQueue(nn.Module):
         random_init: Start full of random unit vectors, all rows valid (MoCo's choice); otherwise
             start empty and ``valid()`` returns only the rows pushed so far (NNCLR).
 
-    Example:
+    Examples:
         >>> queue = FeatureQueue(size=3, dim=1, with_labels=True)
         >>> queue.push(torch.arange(4.0)[:, None], labels=torch.arange(4))
         >>> queue.valid().flatten().tolist(), queue.valid_labels().tolist()

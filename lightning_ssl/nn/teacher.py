@@ -10,7 +10,7 @@ from torch import nn
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose parameters take no gradient (an EMA teacher's start).
 
-    Example:
+    Examples:
         >>> teacher = frozen_copy(nn.Linear(2, 2))
         >>> any(p.requires_grad for p in teacher.parameters())
         False

@@ -1,7 +1,7 @@
 """MoCo v3's ViT changes to a timm VisionTransformer: fixed 2-D sin-cos position embedding and
 the official weight initialization (facebookresearch/moco-v3 ``vits.py``).
 
-Example:
+Examples:
     >>> import timm
     >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0)
     >>> use_sincos_position_embedding(vit)
