@@ -17,19 +17,17 @@ from torch.utils.data import ConcatDataset
 from torchvision.transforms import v2
 
 from lightning_ssl.data import CIFAR10DataModule, ImageFolderDataModule, ViewGroup, preset
-from lightning_ssl.data.batched import (
-    BatchedMultiCrop,
+from lightning_ssl.data.batched import BatchedMultiCrop
+from lightning_ssl.data.colour import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     gaussian_blur,
-    resized_crops,
-    resized_crops_uint8,
     rgb_to_grayscale,
-    sample_crop_boxes,
     solarize,
 )
+from lightning_ssl.data.crops import resized_crops, resized_crops_uint8, sample_crop_boxes
 from lightning_ssl.data.datamodule import InMemoryDataModule
 from lightning_ssl.data.datasets import (
     TensorImageDataset,

@@ -1,0 +1,262 @@
+"""Colour operations and filters on whole batches, with per-sample random parameters.
+
+Building blocks of :class:`~lightning_ssl.data.batched.BatchedMultiCrop`, public so that tests
+check each against torchvision: :func:`adjust_brightness`, :func:`adjust_contrast`,
+:func:`adjust_saturation`, :func:`adjust_hue`, :func:`rgb_to_grayscale`, :func:`color_jitter`
+(ops in a random order per sample), :func:`gaussian_blur` and :func:`solarize`. Images are
+float in ``[0, 1]``; per-sample factors have shape ``(N,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from lightning_ssl.data.transforms import ViewGroup, blur_kernel_size
+
+#: ITU-R 601-2 luma weights, as torchvision's ``rgb_to_grayscale`` and PIL's ``convert("L")``.
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+#: Solarisation threshold of the uint8 CPU path (128 of 255) on the [0, 1] scale.
+SOLARIZE_THRESHOLD = 128 / 255
+
+
+# -- colour (float images in [0, 1], per-sample factors of shape (N,)) ------------------------
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    """ITU-R 601-2 luma ``(N, 1, H, W)`` of RGB ``(N, 3, H, W)`` images.
+
+    Examples:
+        >>> rgb_to_grayscale(torch.ones(1, 3, 2, 2)).shape
+        torch.Size([1, 1, 2, 2])
+    """
+    r, g, b = images.unbind(dim=1)
+    return (r * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + b * GRAY_WEIGHTS[2]).unsqueeze(1)
+
+
+def _per_sample(factor: Tensor) -> Tensor:
+    return factor.view(-1, 1, 1, 1)
+
+
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    """``factor * images + (1 - factor) * other`` clamped to [0, 1], as torchvision's blend.
+
+    Computed as ``lerp(other, images, factor)`` in one pass (equal up to float rounding).
+    """
+    return torch.lerp(other.expand_as(images), images, _per_sample(factor)).clamp_(0, 1)
+
+
+def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
+    """Multiply by a per-sample factor, clamped to [0, 1] (torchvision's adjust_brightness).
+
+    Examples:
+        >>> adjust_brightness(torch.full((2, 3, 1, 1), 0.6), torch.tensor([0.5, 2.0])).flatten()
+        tensor([0.3000, 0.3000, 0.3000, 1.0000, 1.0000, 1.0000])
+    """
+    return (images * _per_sample(factor)).clamp_(0, 1)
+
+
+def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend with each image's mean grey level (torchvision's adjust_contrast).
+
+    Examples:
+        >>> x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+        >>> adjust_contrast(x, torch.tensor([0.0]))[0, 0, 0]
+        tensor([0.5000, 0.5000])
+    """
+    mean = rgb_to_grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(images, mean, factor)
+
+
+def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend with the grayscale image (torchvision's adjust_saturation).
+
+    Examples:
+        >>> x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+        >>> adjust_saturation(x, torch.tensor([0.0])).flatten()
+        tensor([0.2989, 0.2989, 0.2989])
+    """
+    return _blend(images, rgb_to_grayscale(images), factor)
+
+
+def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
+    """Rotate the HSV hue by a per-sample ``factor`` in [-0.5, 0.5] (torchvision's adjust_hue).
+
+    Same result as torchvision's RGB -> HSV -> RGB round trip, in fewer passes: a hue rotation
+    keeps each pixel's max (V) and min channel, so with the hue ``H`` in sixths of a turn the
+    way back is the closed form ``c_n = max - (max - min) * clamp(2 - |k_n - 2|, 0, 1)``,
+    ``k_n = (n + H) mod 6``, ``n = 5, 3, 1`` for R, G, B (torchvision's sector table).
+
+    Examples:
+        >>> red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+        >>> adjust_hue(red, torch.tensor([1 / 3])).flatten()  # red -> green
+        tensor([0., 1., 0.])
+    """
+    r, g, b = images.unbind(dim=1)
+    minc, maxc = torch.aminmax(images, dim=1)
+    spread = maxc - minc
+    is_r, is_g = maxc == r, maxc == g
+    # Hue in sixths as torchvision's _rgb_to_hsv: (g - b) / spread if max is r, else
+    # 2 + (b - r) / spread if max is g, else 4 + (r - g) / spread; grey pixels (spread 0) get 0.
+    hue = torch.where(is_g, b - r + 2 * spread, r - g + 4 * spread)
+    hue = torch.where(is_r, g - b, hue).div_(spread.clamp(min=1e-12))
+    # + 6 keeps it positive; the "- 2 + 3" of |k - 2| in (-3, 3] is folded into the offset.
+    hue.add_(6.0 * factor.view(-1, 1, 1) + 7.0)
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype)
+    weight = (hue.unsqueeze(1) + offsets.view(1, 3, 1, 1)).remainder_(6.0).sub_(3.0).abs_()
+    weight = weight.neg_().add_(2.0).clamp_(0.0, 1.0)  # clamp(2 - |k - 2|, 0, 1)
+    return torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), weight, value=-1.0)
+
+
+_JITTER_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_saturation,
+    adjust_hue,
+)
+
+
+def _jitter_factors(
+    group: ViewGroup, n: int, device: torch.device, generator: torch.Generator | None
+) -> list[Tensor | None]:
+    """Per-sample factors as ``ColorJitter``: uniform in [max(0, 1 - s), 1 + s], hue in [-h, h].
+
+    A zero strength gives ``None`` (the op is skipped, as ColorJitter skips it).
+    """
+    factors: list[Tensor | None] = []
+    for strength in (group.brightness, group.contrast, group.saturation):
+        low, high = max(0.0, 1.0 - strength), 1.0 + strength
+        factor = torch.empty(n, device=device).uniform_(low, high, generator=generator)
+        factors.append(factor if strength else None)
+    hue = torch.empty(n, device=device).uniform_(-group.hue, group.hue, generator=generator)
+    factors.append(hue if group.hue else None)
+    return factors
+
+
+def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args: Tensor):
+    """``op`` on the samples listed in ``chosen`` (per-sample ``args`` indexed alike).
+
+    The choice is a Python list (one host copy per decision table, not one per op); all or
+    none chosen (the usual case for the small chunks of the CPU path) skips the indexing.
+    A subset is written back into ``images`` in place (the pipeline's own temporaries).
+    """
+    if not chosen:
+        return images
+    if len(chosen) == len(images):
+        return op(images, *args)
+    index = torch.tensor(chosen, device=images.device)
+    images[index] = op(images[index], *(a[index] for a in args))
+    return images
+
+
+def color_jitter(
+    images: Tensor, group: ViewGroup, generator: torch.Generator | None = None
+) -> Tensor:
+    """Colour jitter with probability ``jitter_prob``, ops in a random order per sample.
+
+    As ``RandomApply([ColorJitter(...)], p)``: each sample draws whether it is jittered, its
+    four factors and a random permutation of (brightness, contrast, saturation, hue). Slot by
+    slot, each op runs on the samples whose permutation puts it in that slot.
+    ``images`` may be modified in place.
+    """
+    n, device = len(images), images.device
+    apply = torch.rand(n, device=device, generator=generator) < group.jitter_prob
+    factors = _jitter_factors(group, n, device, generator)
+    order = torch.rand(n, 4, device=device, generator=generator).argsort(
+        dim=1
+    )  # a uniform permutation per sample
+    # The op of each (sample, slot), -1 for samples left alone: one host copy for all choices.
+    table = torch.where(apply[:, None], order, -1).T.tolist()
+    for slot_ops in table:
+        for op_index, op in enumerate(_JITTER_OPS):
+            factor = factors[op_index]
+            if factor is not None:
+                chosen = [i for i, o in enumerate(slot_ops) if o == op_index]
+                images = apply_to(images, chosen, op, factor)
+    return images
+
+
+def draw(
+    n: int, p: float, device: torch.device, generator: torch.Generator | None = None
+) -> list[int]:
+    """The samples (of ``n``) for which an event of probability ``p`` happens."""
+    return (torch.rand(n, device=device, generator=generator) < p).nonzero()[:, 0].tolist()
+
+
+def _to_grayscale(images: Tensor) -> Tensor:
+    return rgb_to_grayscale(images).expand(-1, 3, -1, -1)
+
+
+def random_grayscale(images: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """Replace each sample by its grey level (kept 3 channels) with probability ``p``.
+
+    ``images`` may be modified in place.
+    """
+    return apply_to(images, draw(len(images), p, images.device, generator), _to_grayscale)
+
+
+# -- filters ---------------------------------------------------------------------------------
+def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur with a per-sample ``sigma``, reflect padding (as torchvision).
+
+    The kernel is torchvision's: ``exp(-x^2 / (2 sigma^2))`` on ``x = -k//2 .. k//2``,
+    normalised; each sample's 1-D kernels run as one grouped convolution per axis.
+
+    Args:
+        images: Float images ``(N, C, H, W)``.
+        kernel_size: Odd kernel side.
+        sigma: ``(N,)`` standard deviations in pixels.
+
+    Examples:
+        >>> out = gaussian_blur(torch.rand(2, 3, 16, 16), 5, torch.tensor([0.5, 1.5]))
+        >>> tuple(out.shape)
+        (2, 3, 16, 16)
+    """
+    n, channels, height, width = images.shape
+    half = kernel_size // 2
+    x = torch.arange(-half, half + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (x[None] / sigma[:, None].to(images.dtype)) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    if images.device.type == "cpu":
+        # Taps below 1e-7 of every kernel change no pixel by more than ~1e-6: dropping them
+        # halves the work for the usual sigmas (a host sync, hence only on CPU).
+        needed = int((kernel.amax(dim=0) >= 1e-7).nonzero().min())
+        half -= needed
+        kernel = kernel[:, needed : kernel_size - needed]
+    kernel = kernel.repeat_interleave(channels, dim=0)
+    flat = images.reshape(1, n * channels, height, width)
+    flat = torch.nn.functional.pad(flat, (half, half, half, half), mode="reflect")
+    flat = torch.nn.functional.conv2d(flat, kernel[:, None, None, :], groups=n * channels)
+    flat = torch.nn.functional.conv2d(flat, kernel[:, None, :, None], groups=n * channels)
+    return flat.view(n, channels, height, width)
+
+
+def random_gaussian_blur(
+    images: Tensor, group: ViewGroup, generator: torch.Generator | None = None
+) -> Tensor:
+    """Blur each sample with probability ``blur_prob``, sigma uniform in ``blur_sigma``.
+
+    ``images`` may be modified in place.
+    """
+    n = len(images)
+    chosen = draw(n, group.blur_prob, images.device, generator)
+    sigma = torch.empty(n, device=images.device).uniform_(*group.blur_sigma, generator=generator)
+    kernel = blur_kernel_size(group.size)
+    return apply_to(images, chosen, lambda x, s: gaussian_blur(x, kernel, s), sigma)
+
+
+def solarize(images: Tensor, chosen: Tensor | None = None) -> Tensor:
+    """Invert pixels ``>= 128 / 255`` (the uint8 path's threshold 128) of the chosen samples.
+
+    Args:
+        images: Float images in [0, 1] ``(N, C, H, W)``.
+        chosen: Boolean ``(N,)`` mask of the samples to solarise (default: all).
+
+    Examples:
+        >>> solarize(torch.tensor([0.2, 0.6]).view(1, 1, 1, 2)).flatten()
+        tensor([0.2000, 0.4000])
+    """
+    invert = images >= SOLARIZE_THRESHOLD
+    if chosen is not None:
+        invert &= chosen.view(-1, 1, 1, 1)
+    return torch.where(invert, 1.0 - images, images)
