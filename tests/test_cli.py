@@ -71,7 +71,8 @@ def test_data_values_are_linked_into_the_model(cifar10_dir, tmp_path, monkeypatc
     cli = run_cli(
         [
             "fit",
-            f"--config={REPO / 'configs/simclr/cifar10.yaml'}",
+            # A config on an augmentation preset: explicit views refuse num_local_crops.
+            f"--config={REPO / 'configs/dino/cifar10.yaml'}",
             "--trainer.fast_dev_run=1",
             "--trainer.precision=32",
             "--trainer.accelerator=cpu",

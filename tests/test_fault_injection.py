@@ -1,5 +1,5 @@
 """Fault injection: a 2-worker CLI run killed with SIGKILL five times, each time restarted with
-the same command and ``--ckpt_path last``, ends with the uninterrupted run's weights, optimizer,
+the same command and ``--ckpt_path last_if_exists`` (a requeued job's), ends with the uninterrupted run's weights, optimizer,
 schedule and online probe bit for bit.
 
 The kills (the whole process group: the trainer and its loader workers, as a node failure or a
@@ -19,6 +19,7 @@ to a file); the reference run has it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -74,7 +75,8 @@ class Run:
         return self.lines()[self.seen :]
 
     def signal(self, sig: signal.Signals) -> None:
-        os.killpg(self.proc.pid, sig)
+        with contextlib.suppress(ProcessLookupError):  # the run already ended
+            os.killpg(self.proc.pid, sig)
 
     def wait_for(self, condition: Callable[[], bool], poll_s: float = 0.002) -> None:
         """Poll until ``condition()``; fail with the log if the run ends or takes too long."""
@@ -168,7 +170,7 @@ def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_di
     assert expected["global_step"] == STEPS
 
     rng = random.Random(0)
-    resume = [*_args(cifar10_dir, faulted), "--ckpt_path=last"]
+    resume = [*_args(cifar10_dir, faulted), "--ckpt_path=last_if_exists"]
     done = []
     for number, kill in enumerate(KILLS, 1):
         run = Run(resume, faulted, f"killed-{number}")

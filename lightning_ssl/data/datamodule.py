@@ -190,6 +190,11 @@ class SSLDataModule(LightningDataModule):
         if views is None:
             size = image_size or self.default_image_size
             return preset(augmentation, size, local_size, num_local)
+        if num_local or local_size is not None:
+            raise ValueError(
+                "views are given explicitly, so num_local_crops/local_size would be ignored: "
+                "add a local group to views instead (e.g. {num: 6, size: 96, local: true})"
+            )
         views = [ViewGroup(**v) if isinstance(v, dict) else v for v in views]
         views = [v for v in views if v.num > 0]
         sizes = {g.size for g in views if not g.local}

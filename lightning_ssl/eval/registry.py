@@ -21,6 +21,7 @@ from typing import Any
 from lightning.pytorch import LightningModule
 
 from lightning_ssl.checkpoint import CheckpointClassError, checkpoint_method
+from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 
 _EVALUATIONS = {
     "LinearEvaluation": "lightning_ssl.eval.linear",
@@ -85,6 +86,7 @@ def rebuild(checkpoint: dict[str, Any], cls: type[LightningModule] | None = None
     parameters = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         hparams = {k: v for k, v in hparams.items() if k in parameters}
-    model = cls(**hparams)
+    with skipping_pretrained():  # the checkpoint's weights replace a pretrained start
+        model = cls(**hparams)
     model.load_state_dict(checkpoint["state_dict"], strict=True)
     return model

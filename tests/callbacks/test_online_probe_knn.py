@@ -60,7 +60,7 @@ def test_probe_rejects_labels_beyond_its_classes():
         t.fit(FeatureModule(num_classes=2), data)
 
 
-def test_knn_runs_only_every_n_epochs(monkeypatch):
+def test_knn_runs_every_n_epochs_and_on_the_last(monkeypatch):
     knn = KNNMonitor(k=5, every_n_epochs=2)
     epochs = []
     build = knn._build_bank
@@ -69,4 +69,5 @@ def test_knn_runs_only_every_n_epochs(monkeypatch):
     )
     t = trainer(max_epochs=4, callbacks=[knn])
     t.fit(FeatureModule(), ClusterData())
-    assert epochs == [0, 2]
+    # Epochs 0 and 2 by the interval; 3, the last, always (a run's final kNN figure).
+    assert epochs == [0, 2, 3]

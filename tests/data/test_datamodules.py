@@ -271,3 +271,16 @@ def test_training_order_depends_on_seed_and_epoch_only(fashion_mnist_dir):
     assert first_labels(1) == first_labels(1)
     assert first_labels(1) != first_labels(2)
     assert first_labels(1) != first_labels(1, seed=3)
+
+
+def test_explicit_views_refuse_num_local_crops_instead_of_ignoring_them(cifar10_dir):
+    """A config with ``views`` (e.g. simclr/cifar10.yaml) given ``--num_local_crops 2`` used to
+    train without local crops, silently."""
+    from lightning_ssl.data import CIFAR10DataModule
+
+    views = [{"num": 2, "size": 32}]
+    with pytest.raises(ValueError, match="add a local group to views"):
+        CIFAR10DataModule(str(cifar10_dir), views=views, num_local_crops=2)
+    with pytest.raises(ValueError, match="num_local_crops/local_size would be ignored"):
+        CIFAR10DataModule(str(cifar10_dir), views=views, local_size=16)
+    assert CIFAR10DataModule(str(cifar10_dir), views=views).num_local_crops == 0

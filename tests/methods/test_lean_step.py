@@ -89,7 +89,8 @@ def _loss_and_grads(model: SimCLR, batch) -> tuple[torch.Tensor, list[torch.Tens
         warnings.simplefilter("ignore")  # self.log outside a Trainer
         loss = model.training_step(batch, 0)["loss"]
     loss.backward()
-    return loss.detach(), [p.grad for p in model.parameters()]
+    # Parameters kept fixed (the scale-only output BN's shift) have no gradient.
+    return loss.detach(), [p.grad for p in model.parameters() if p.requires_grad]
 
 
 def test_channels_last_first_float32_step_within_rounding():
