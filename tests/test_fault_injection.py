@@ -1,6 +1,6 @@
 """Fault injection: a 2-worker CLI run killed with SIGKILL five times, each time restarted with
-the same command and ``--ckpt_path last_if_exists`` (a requeued job's), ends with the uninterrupted run's weights, optimizer,
-schedule and online probe bit for bit.
+the same command and ``--ckpt_path last_if_exists`` (a requeued job's), ends with the
+uninterrupted run's weights, optimizer, schedule and online probe bit for bit.
 
 The kills (the whole process group: the trainer and its loader workers, as a node failure or a
 scheduler would) land at moments drawn with a fixed seed, and two of them at chosen places:
