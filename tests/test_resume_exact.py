@@ -44,7 +44,8 @@ def _fit(data_dir: Path, root: Path, workers: int, *extra: str, ckpt: Path | Non
         patch.setenv("WANDB_MODE", "disabled")
         resume = [f"--ckpt_path={ckpt}"] if ckpt else []
         run_cli([*cli_args(data_dir, root, workers, *EPOCH_ENDS, *extra), *resume])
-    (final,) = [p for p in final_checkpoints(root) if p.name.startswith("epoch=")]
+    # The last epoch's end, after its validation (the ``end-{epoch}`` checkpoint of EPOCH_ENDS).
+    (final,) = [p for p in final_checkpoints(root) if p.name.startswith("end-epoch=")]
     return trained_state(final)
 
 

@@ -68,7 +68,8 @@ def _resume_one_step(
     logs = sorted((folder / RUN).glob("csv/version_*/metrics.csv"))[-1]  # this run's log
     with open(logs) as file:
         rows = list(csv.DictReader(file))
-    (logged,) = [float(r["lr-Lars/default"]) for r in rows if r.get("lr-Lars/default")]
+    (key,) = [k for k in rows[0] if k.startswith("lr-") and k.endswith("/default")]  # lr-LARS/...
+    (logged,) = [float(r[key]) for r in rows if r.get(key)]
     return weights, logged
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 
 from lightning_ssl.callbacks.run_info import file_sha256
@@ -32,7 +33,7 @@ def test_a_second_process_on_the_run_folder_is_refused(cifar10_dir, tmp_path):
     long = [*PROGRESS, "--trainer.max_epochs=1000"]
     first = start(fit_args(cifar10_dir, tmp_path, *long), tmp_path, first_log)
     wait_for_step(first, tmp_path / "checkpoints", 2, first_log)
-    config = tmp_path / "lightning_logs" / "version_0" / "config.yaml"
+    config = tmp_path / "csv" / "version_0" / "config.yaml"
     config_hash = file_sha256(config)
 
     second = start(fit_args(cifar10_dir, tmp_path, *PROGRESS), tmp_path, second_log)
@@ -43,7 +44,7 @@ def test_a_second_process_on_the_run_folder_is_refused(cifar10_dir, tmp_path):
     assert "--trainer.default_root_dir" in out and f"kill -TERM {first.pid}" in out
     assert first.poll() is None  # the first run goes on, its files untouched
     assert file_sha256(config) == config_hash == run_json(tmp_path)["config_hash"]
-    assert not (tmp_path / "lightning_logs" / "version_1").exists()
+    assert not (tmp_path / "csv" / "version_1").exists()
 
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 128 + signal.SIGTERM, first_log.read_text()[-3000:]
@@ -63,11 +64,13 @@ def test_after_kill9_the_next_run_cleans_up_and_skips_a_corrupt_last(cifar10_dir
     stale = folder / f"last.ckpt.{proc.pid}.0a1b2c3d.tmp"  # a save cut by the kill
     stale.write_bytes(b"PK\x03\x04 half")
     newest = newest_last(folder)
+    # An older intact last*.ckpt beside it (as a second checkpoint callback with save_last
+    # writes): the one to fall back to.
+    previous = folder / "last-v9.ckpt"
+    shutil.copy2(newest, previous)
+    os.utime(previous, ns=(newest.stat().st_mtime_ns - 10**9,) * 2)
     newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a disk that filled up
     os.utime(newest)
-    previous = max(
-        (p for p in folder.glob("last*.ckpt") if p != newest), key=lambda p: p.stat().st_mtime_ns
-    )
     previous_step = global_step(previous)
 
     out = resume_to_the_end(cifar10_dir, tmp_path)
@@ -77,6 +80,6 @@ def test_after_kill9_the_next_run_cleans_up_and_skips_a_corrupt_last(cifar10_dir
     assert previous_step >= STEPS // 2
     assert f"taking over the lock of pid {proc.pid} on " in out
     assert f"removed {stale}" in out and not stale.exists()
-    killed = json.loads((tmp_path / "lightning_logs" / "version_0" / "run.json").read_text())
+    killed = json.loads((tmp_path / "csv" / "version_0" / "run.json").read_text())
     assert killed["status"] == "killed" and killed["pid"] == proc.pid
     assert run_json(tmp_path)["status"] == "finished"  # the resumed run's own record
