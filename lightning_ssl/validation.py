@@ -68,6 +68,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "loss_tile_size",
             "k",
             "chunk_size",
+            "bank_limit",
             "check_every_n_steps",
             "every_n_epochs",
         ),

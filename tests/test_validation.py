@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_ssl import methods
+from lightning_ssl import callbacks, data, methods
 from lightning_ssl.validation import InvalidValueError, check_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +80,39 @@ def test_the_cli_prints_one_clear_line(arg, cifar10_dir, tmp_path):
     errors = [line for line in result.stderr.splitlines() if "lightning-ssl: error:" in line]
     assert len(errors) == 1 and arg.split(".")[-1].split("=")[0] in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _numeric_defaults(cls: type) -> list[str]:
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [  # any integer seeds a generator: ``seed`` has no domain to check
+        p.name
+        for p in parameters
+        if isinstance(p.default, (int, float))
+        and not isinstance(p.default, bool)
+        and p.name != "seed"
+    ]
+
+
+CALLBACKS_AND_DATA = [
+    (callbacks.OnlineLinearProbe, {}),
+    (callbacks.KNNMonitor, {}),
+    (callbacks.EmbeddingPlot, {"method": "pca"}),
+    (callbacks.CollapseMonitor, {}),
+    (callbacks.NonFiniteLossGuard, {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "kwargs"),
+    [(cls, name, kw) for cls, kw in CALLBACKS_AND_DATA for name in _numeric_defaults(cls)],
+    ids=lambda x: getattr(x, "__name__", x) if not isinstance(x, dict) else "",
+)
+def test_every_numeric_argument_of_a_callback_refuses_a_negative_value(cls, name, kwargs):
+    with pytest.raises(ValueError, match=name):
+        cls(**{**kwargs, name: -1})
+
+
+@pytest.mark.parametrize("name", _numeric_defaults(data.SSLDataModule))
+def test_every_numeric_argument_of_a_datamodule_refuses_a_negative_value(name, tmp_path):
+    with pytest.raises(ValueError, match=name):
+        data.CIFAR10DataModule(str(tmp_path), **{name: -1})

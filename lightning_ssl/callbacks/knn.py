@@ -13,6 +13,7 @@ from torch import Tensor
 from lightning_ssl import distributed
 from lightning_ssl.callbacks.online_probe import topk_correct
 from lightning_ssl.nn.knn import knn_predict
+from lightning_ssl.validation import check_values
 
 
 def is_last_epoch(trainer: L.Trainer) -> bool:
@@ -87,8 +88,8 @@ class KNNMonitor(L.Callback):
         chunk_size: int = 16384,
         bank_limit: int | None = None,
     ) -> None:
-        if k < 1 or temperature <= 0 or every_n_epochs < 1:
-            raise ValueError("KNNMonitor needs k >= 1, temperature > 0 and every_n_epochs >= 1")
+        values = dict(k=k, temperature=temperature, every_n_epochs=every_n_epochs)
+        check_values("KNNMonitor", {**values, "chunk_size": chunk_size, "bank_limit": bank_limit})
         self.k, self.temperature, self.every_n_epochs = k, temperature, every_n_epochs
         self.chunk_size, self.bank_limit = chunk_size, bank_limit
         self._bank: tuple[Tensor, Tensor] | None = None

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssl import distributed
+from lightning_ssl.validation import check_values
 
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:
@@ -41,6 +42,7 @@ class OnlineLinearProbe(L.Callback):
     """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        check_values("OnlineLinearProbe", dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.head: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
