@@ -36,7 +36,11 @@ def test_a_second_process_on_the_run_folder_is_refused(cifar10_dir, tmp_path):
     config = tmp_path / "csv" / "version_0" / "config.yaml"
     config_hash = file_sha256(config)
 
-    second = start(fit_args(cifar10_dir, tmp_path, *PROGRESS), tmp_path, second_log)
+    # A plain second fit is refused by the run folder's own check (it holds a run); a resume,
+    # the one that would write beside the running process, gets as far as the lock.
+    second = start(
+        fit_args(cifar10_dir, tmp_path, *PROGRESS, "--ckpt_path=last"), tmp_path, second_log
+    )
     assert second.wait(timeout=300) != 0
     out = second_log.read_text()
     assert f"RunFolderBusyError: run folder {tmp_path} is in use by another training" in out
