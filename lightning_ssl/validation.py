@@ -108,6 +108,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _NON_NEGATIVE,
     ),
+    # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
+    **dict.fromkeys(
+        ("trust_coefficient", "loss_scale"),
+        ((lambda v: v > 0), "a number > 0"),
+    ),
 }
 
 
