@@ -51,7 +51,8 @@ def test_a_second_process_on_the_run_folder_is_refused(cifar10_dir, tmp_path):
     assert not (tmp_path / "csv" / "version_1").exists()
 
     first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=120) == 128 + signal.SIGTERM, first_log.read_text()[-3000:]
+    # A batch and a checkpoint save on a loaded 2-core machine: minutes, not seconds.
+    assert first.wait(timeout=300) == 128 + signal.SIGTERM, first_log.read_text()[-3000:]
     assert json.loads((tmp_path / LOCK_FILE).read_text() or "{}") == {}  # released
 
 
