@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lightning_ssl import distributed
+from lightning_ssl.callbacks.knn import is_last_epoch
 
 Projection = Literal["auto", "umap", "tsne", "pca"]
 
@@ -135,8 +136,7 @@ class EmbeddingPlot(L.Callback):
     def _active(self, trainer: L.Trainer) -> bool:
         if trainer.sanity_checking:
             return False
-        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
-        return last or trainer.current_epoch % self.every_n_epochs == 0
+        return trainer.current_epoch % self.every_n_epochs == 0 or is_last_epoch(trainer)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._features, self._labels = [], []
