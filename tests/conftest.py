@@ -46,6 +46,16 @@ def decoded_image_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def no_shared_wandb_service():
+    """Tests that log to W&B in this process start a W&B service and export ``WANDB_SERVICE``;
+    CLI subprocesses started later would inherit it and share that one service, which still
+    holds a run killed mid-test ("run ID ... is in use" on resume). A user's fresh shell has no
+    such variable, so each test leaves the process as it found it."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """Folder holding ``cifar10-jpeg/``, ``fashion-mnist/`` and ``imagewoof2-160/`` extracted."""
