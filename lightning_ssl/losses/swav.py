@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_ssl import distributed
 from lightning_ssl.losses._precision import float32
+
+
+def _global_max(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Max of ``x`` over ``dims`` (kept as size 1) and over every process's copy of ``x``."""
+    return distributed.gather_no_grad(x.amax(dim=dims, keepdim=True)[None]).amax(dim=0)
+
+
+def _global_logsumexp(log_q: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``log sum exp(log_q)`` over ``dims`` (kept as size 1) and over all processes.
+
+    The peak is subtracted before ``exp`` and the sum includes the peak's ``exp(0) = 1``, so the
+    result is finite whenever ``log_q`` is.
+    """
+    peak = _global_max(log_q, dims)
+    total = distributed.all_reduce_sum(torch.exp(log_q - peak).sum(dim=dims, keepdim=True))
+    return peak + torch.log(total)
 
 
 @torch.no_grad()
@@ -20,8 +38,12 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
     row is scaled to total ``1/K`` (row sums over all processes) and each sample column to
     ``1/N``. The columns, scaled by ``N``, are the codes. Computed without gradients.
 
-    Scores are shifted by their global maximum first (this cancels in the first normalization
-    and keeps ``exp`` finite for large ``scores / epsilon``).
+    Computed on ``log Q`` (every normalization subtracts a log-sum-exp), in float32: the official
+    float32 ``exp(scores / epsilon)`` overflows once ``scores / epsilon > 88`` and a shifted
+    ``exp`` underflows to a zero column (``0 / 0``) once a sample's scores lie ``87 epsilon``
+    below the others'; the log domain gives the same codes with neither, for any finite
+    ``(scores - scores.max()) / epsilon``. Scores are shifted by their global maximum first,
+    which cancels in the first normalization.
 
     Args:
         scores: ``(B, K)`` similarities of this process's samples to ``K`` prototypes.
@@ -37,16 +59,13 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
         True
     """
     batch = scores.shape[0] * distributed.world_size()  # B in the official code
-    num_prototypes = scores.shape[1]
-    shift = distributed.gather_no_grad(scores.max().reshape(1)).max()
-    q = torch.exp((scores - shift) / epsilon).T  # (K, B)
-    q /= distributed.all_reduce_sum(q.sum())
+    log_num_prototypes, log_batch = math.log(scores.shape[1]), math.log(batch)
+    log_q = (scores.T - _global_max(scores, (0, 1))) / epsilon  # (K, B), max 0: no inf
+    log_q = log_q - _global_logsumexp(log_q, (0, 1))  # Q sums to 1
     for _ in range(iterations):
-        q /= distributed.all_reduce_sum(q.sum(dim=1, keepdim=True))  # prototypes: 1/K each
-        q /= num_prototypes
-        q /= q.sum(dim=0, keepdim=True)  # samples: 1/B each
-        q /= batch
-    return (q * batch).T
+        log_q = log_q - _global_logsumexp(log_q, (1,)) - log_num_prototypes  # rows: 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_batch  # columns: 1/B
+    return torch.exp(log_q + log_batch).T
 
 
 @float32

@@ -25,6 +25,7 @@ class SwAV(SSLMethod):
     and scores ``z C^T``; the codes of the global crops come from Sinkhorn-Knopp over the global
     batch and are predicted from every other crop (multi-crop swapped prediction). The prototypes
     get no update during the first ``freeze_prototypes_steps`` optimizer steps.
+    Under mixed precision, ``z`` and its scores are computed in float32 (:meth:`prototype_scores`).
 
     With ``queue_size > 0``, from epoch ``queue_start_epoch`` on each global crop keeps a queue of
     its past projections (all processes); once the queue is full (official ``main_swav.py``:
@@ -89,13 +90,23 @@ class SwAV(SSLMethod):
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         h = self.encode(self.backbone, views)
-        z = F.normalize(self.projector(torch.cat(h)), dim=1).chunk(len(views))
-        scores = [self.prototypes(z_v) for z_v in z]
+        z = F.normalize(self.projector(torch.cat(h)).float(), dim=1).chunk(len(views))
+        scores = [self.prototype_scores(z_v) for z_v in z]
         g = self.hparams.num_global_crops
         codes = [self.codes(scores[i].detach(), i) for i in range(g)]  # global crops only
         loss = swav_loss(scores, codes, self.hparams.temperature)
         queue_keys = {f"queue_{i}": z[i].detach() for i in range(len(self.queues))}
         return self.step_output(loss, h[:g], embeddings=list(z[:g])) | queue_keys
+
+    def prototype_scores(self, z: Tensor) -> Tensor:
+        """Scores ``z C^T`` ``(B, K)`` of normalized projections, in float32 under any autocast.
+
+        They are the loss's logits (divided by ``temperature``) and Sinkhorn's exponents
+        (divided by ``epsilon = 0.05``): a bf16 score's rounding (2^-9 of ~1) would move the
+        codes' exponents by up to 0.04. The ``K``-wide product costs little next to the backbone.
+        """
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self.prototypes(z.float())
 
     @torch.no_grad()
     def codes(self, scores: Tensor, crop: int) -> Tensor:
@@ -106,7 +117,7 @@ class SwAV(SSLMethod):
             stored = queue.valid()
             share = stored.shape[0] // distributed.world_size()
             rows = stored[distributed.rank() * share :][:share]
-            scores = torch.cat([rows @ self.prototypes.weight.T, scores])
+            scores = torch.cat([self.prototype_scores(rows), scores])
         hp = self.hparams
         return sinkhorn_knopp(scores, hp.sinkhorn_epsilon, hp.sinkhorn_iterations)[-batch:]
 
