@@ -85,8 +85,19 @@ def last_checkpoint(root: str | os.PathLike) -> Path | None:
     Raises:
         RunFolderError: every candidate is corrupt (each is named with its problem).
     """
+    return newest_intact_last(Path(root) / CHECKPOINTS)
+
+
+def newest_intact_last(folder: str | os.PathLike) -> Path | None:
+    """The newest intact ``last*.ckpt`` directly in ``folder``, as :func:`last_checkpoint`
+    (which searches a run's ``checkpoints`` folder); also used for any ``ModelCheckpoint``'s
+    ``dirpath``.
+
+    Raises:
+        RunFolderError: every candidate is corrupt (each is named with its problem).
+    """
     found = sorted(
-        (Path(root) / CHECKPOINTS).glob("last*.ckpt"),
+        Path(folder).glob("last*.ckpt"),
         key=lambda p: (p.stat().st_mtime, p.name),
         reverse=True,
     )

@@ -7,6 +7,15 @@ the union of the ranks' batches.
 
 BatchNorm is the one layer that is per process by design (SyncBN, its global version, needs a
 GPU), so the backbone is a ViT (LayerNorm) and the heads' BatchNorm layers become identities.
+
+Both sides train in float64 (``precision="64-true"``; the losses then run in float64 too). They
+differ only in the order of sums (per-process matrices, gathered rows, DDP's gradient all-reduce),
+each off by at most ``n * u * sum|terms|``; three SGD steps amplify that, by how much depends on
+the CPU's kernels. In float32 (``u = 2**-24``) the losses differed by up to ~1e-5 after three
+steps on this machine, too close to any tolerance to hold on every CPU; in float64 the same
+reordering is ``2**29`` times smaller (~2e-14), so ``RTOL64 = 1e-9`` leaves a factor >1e4 for other
+CPUs and still fails on a real difference (a wrong gather or gradient scale changes results at
+1e-2, a forgotten rank at 1e-1). See also tests/methods/test_lean_step.py.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from tests.ddp_utils import lightning_env, run_distributed
 from tests.methods.helpers import quick_trainer
 
 B, STEPS, SIZE = 8, 3, 32
+RTOL64 = 1e-9  # float64 reordering after 3 steps, see the module docstring
 TINY = dict(proj_hidden_dim=32, proj_dim=16)
 METHODS = {
     "SimCLR": dict(TINY, temperature=0.1),
@@ -105,6 +115,7 @@ def _train(name: str, rank: int | None, world_size: int) -> dict:
         limit_val_batches=0,
         use_distributed_sampler=False,
         callbacks=[record],
+        precision="64-true",
         **extra,
     )
     batch = 2 * B if rank is None else B
@@ -130,16 +141,14 @@ def test_two_processes_train_like_one_with_the_union_batch(name, two_processes):
     ranks = [r[name] for r in two_processes]
     # Each rank's loss is its local anchors' mean against global negatives/statistics: their
     # mean is the single process's loss.
-    # Step 0 sees identical weights (1e-5); later steps start from weights that already differ
-    # by rounding, which Barlow Twins' and VICReg's large losses amplify a little.
     for step in range(STEPS):
         mean = sum(r["losses"][step] for r in ranks) / 2
-        rel = 1e-5 if step == 0 else 1e-4
-        assert mean == pytest.approx(single["losses"][step], rel=rel), step
+        assert mean == pytest.approx(single["losses"][step], rel=RTOL64), step
     assert ranks[0]["grads"].keys() == single["grads"].keys() and single["grads"]
-    _assert_close(single["grads"], [r["grads"] for r in ranks], rel=1e-5)
+    _assert_close(single["grads"], [r["grads"] for r in ranks], rel=RTOL64)
     floats = {k: v for k, v in single["state"].items() if v.is_floating_point()}
-    _assert_close(floats, [r["state"] for r in ranks], rel=1e-5)
+    assert all(v.dtype == torch.float64 for v in floats.values())  # really trained in float64
+    _assert_close(floats, [r["state"] for r in ranks], rel=RTOL64)
     for key, value in single["state"].items():
         if not value.is_floating_point():
             assert all(torch.equal(r["state"][key], value) for r in ranks), key

@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
+from lightning_ssl.run_folder import RunFolderError, newest_intact_last
+
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss is NaN or infinite."""
@@ -85,13 +87,18 @@ class NonFiniteLossGuard(L.Callback):
 
 def _newest_checkpoint(trainer: L.Trainer) -> Path | None:
     """The newest checkpoint file the trainer's ``ModelCheckpoint``s wrote or can resume from
-    (``last*.ckpt`` and their tracked best/last paths), or ``None`` when none exists."""
+    (their tracked best/last paths and the newest intact ``last*.ckpt`` of their folders, found
+    as ``--ckpt_path last`` finds it), or ``None`` when none exists."""
     paths: set[str] = set()
     for callback in trainer.checkpoint_callbacks:
         if not isinstance(callback, ModelCheckpoint):
             continue
-        if callback.dirpath is not None:
-            paths |= {os.fspath(p) for p in callback._find_last_checkpoints(trainer)}
+        if callback.dirpath is not None and os.path.isdir(callback.dirpath):
+            try:
+                last = newest_intact_last(callback.dirpath)
+            except RunFolderError:
+                last = None  # every last*.ckpt there is corrupt: none to name
+            paths |= {os.fspath(last)} if last is not None else set()
         paths |= {callback.last_model_path, callback.best_model_path}
     existing = [path for path in paths if path and os.path.isfile(path)]
     return Path(max(existing, key=lambda path: os.stat(path).st_mtime_ns)) if existing else None

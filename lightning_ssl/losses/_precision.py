@@ -1,4 +1,5 @@
-"""Run losses in float32 whatever autocast is active: low temperatures overflow in bf16/fp16."""
+"""Run losses in float32 (or float64 when given float64) whatever autocast is active: low
+temperatures overflow in bf16/fp16."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _as_float32(obj: Any) -> Any:
-    if isinstance(obj, Tensor) and obj.is_floating_point():
+    if isinstance(obj, Tensor) and obj.is_floating_point() and obj.dtype != torch.float64:
         return obj.float()
     if isinstance(obj, (list, tuple)):
         return type(obj)(_as_float32(o) for o in obj)
@@ -32,7 +33,11 @@ def _first_device_type(objs: Any) -> str:
 
 
 def float32(fn: F) -> F:
-    """Decorator: cast floating tensor arguments (also inside lists) to float32, autocast off."""
+    """Decorator: cast floating tensor arguments (also inside lists) to float32, autocast off.
+
+    float64 arguments stay float64: a float64 run (``precision="64-true"``, the tests that compare
+    trained runs) computes its losses in float64 too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

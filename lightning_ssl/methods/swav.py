@@ -90,7 +90,8 @@ class SwAV(SSLMethod):
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         h = self.encode(self.backbone, views)
-        z = F.normalize(self.projector(torch.cat(h)).float(), dim=1).chunk(len(views))
+        dtype = self.prototypes.weight.dtype  # float32 under mixed precision
+        z = F.normalize(self.projector(torch.cat(h)).to(dtype), dim=1).chunk(len(views))
         scores = [self.prototype_scores(z_v) for z_v in z]
         g = self.hparams.num_global_crops
         codes = [self.codes(scores[i].detach(), i) for i in range(g)]  # global crops only
@@ -99,14 +100,15 @@ class SwAV(SSLMethod):
         return self.step_output(loss, h[:g], embeddings=list(z[:g])) | queue_keys
 
     def prototype_scores(self, z: Tensor) -> Tensor:
-        """Scores ``z C^T`` ``(B, K)`` of normalized projections, in float32 under any autocast.
+        """Scores ``z C^T`` ``(B, K)`` of normalized projections in the prototypes' dtype (float32
+        under mixed precision, float64 in a float64 run), whatever autocast is active.
 
         They are the loss's logits (divided by ``temperature``) and Sinkhorn's exponents
         (divided by ``epsilon = 0.05``): a bf16 score's rounding (2^-9 of ~1) would move the
         codes' exponents by up to 0.04. The ``K``-wide product costs little next to the backbone.
         """
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self.prototypes(z.float())
+            return self.prototypes(z.to(self.prototypes.weight.dtype))
 
     @torch.no_grad()
     def codes(self, scores: Tensor, crop: int) -> Tensor:
