@@ -11,9 +11,7 @@ alone. How far rounding can carry a difference sets the tolerances:
   smaller: the worst float32 difference we have seen (1.6e-4) becomes 3e-13, and ``RTOL64 =
   1e-9`` leaves a factor ~3000 for other CPUs while staying far below any real change (a wrong
   layout or op changes results at the 1e-2 level, float32 rounding alone at 1e-6). (The loss
-  functions themselves run in float32, ``losses/_precision.py``; both runs round the same
-  float64 embeddings, equal to ~1e-14, to the same float32 values unless one sits within 1e-14
-  of a rounding boundary: chance ~1e-6 per element, measured state differences 6e-14.)
+  functions run in float64 too: ``losses/_precision.py`` raises only bf16/fp16 to float32.)
 - The shipped float32 path is checked on one step from the same weights and batch, before any
   amplification, with the worst-case rounding bound of a reassociated sum of ``n`` terms,
   ``n * u32`` relative to the sum of the terms' magnitudes: ``n`` is the largest fan-in of the
