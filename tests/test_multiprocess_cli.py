@@ -98,7 +98,8 @@ def test_two_process_ddp_fit_logs_reduced_metrics_and_resumes_in_one_process(
     single = tmp_path / "single"
     cli = run_cli(["validate", *_args(method, cifar10_dir, single), f"--ckpt_path={last}"])
     one = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    # The probe sees identical features in any order: its counts must match exactly.
+    # The probe sees identical features in any order: its counts must match exactly (every
+    # batch holds BATCH images in both runs: same kernel shapes, so the same bits per image).
     assert one["val/probe_top1"] == pytest.approx(float(row["val/probe_top1"]), abs=1e-6)
     assert one["val/probe_top5"] == pytest.approx(float(row["val/probe_top5"]), abs=1e-6)
     # The kNN bank is gathered in rank order, so near-tied votes may sum in another order and
