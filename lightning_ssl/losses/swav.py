@@ -38,12 +38,12 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
     row is scaled to total ``1/K`` (row sums over all processes) and each sample column to
     ``1/N``. The columns, scaled by ``N``, are the codes. Computed without gradients.
 
-    Computed on ``log Q`` (every normalization subtracts a log-sum-exp), in float32: the official
-    float32 ``exp(scores / epsilon)`` overflows once ``scores / epsilon > 88`` and a shifted
-    ``exp`` underflows to a zero column (``0 / 0``) once a sample's scores lie ``87 epsilon``
-    below the others'; the log domain gives the same codes with neither, for any finite
-    ``(scores - scores.max()) / epsilon``. Scores are shifted by their global maximum first,
-    which cancels in the first normalization.
+    Computed on ``log Q`` (every normalization subtracts a log-sum-exp), in float32 (float64 for
+    float64 scores): the official float32 ``exp(scores / epsilon)`` overflows once
+    ``scores / epsilon > 88`` and a shifted ``exp`` underflows to a zero column (``0 / 0``) once
+    a sample's scores lie ``104 epsilon`` below the others'; the log domain gives the same codes
+    with neither, for any finite ``(scores - scores.max()) / epsilon``. Scores are shifted by
+    their global maximum first, which cancels in the first normalization.
 
     Args:
         scores: ``(B, K)`` similarities of this process's samples to ``K`` prototypes.
