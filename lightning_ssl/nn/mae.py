@@ -64,16 +64,15 @@ def mae_sincos_position_embedding(grid: tuple[int, int], dim: int) -> Tensor:
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), patches]).float()[None]
 
 
-def vit_patch_grid(vit: nn.Module, images: Tensor) -> tuple[int, tuple[int, int]]:
-    """The patch size and the ``(h, w)`` patch grid of ``images`` for a timm ViT."""
+def vit_patch_size(vit: nn.Module) -> int:
+    """The patch side of a timm ViT, read from its ``patch_embed``; a clear error otherwise."""
     patch_embed = getattr(vit, "patch_embed", None)
     if patch_embed is None or not hasattr(vit, "_pos_embed") or not hasattr(vit, "blocks"):
         raise ValueError(
             f"{type(vit).__name__} is not a timm VisionTransformer (no patch_embed/_pos_embed/"
             "blocks): masked image modelling needs one, e.g. backbone: vit_base_patch16_224"
         )
-    p = int(patch_embed.patch_size[0])
-    return p, (images.shape[-2] // p, images.shape[-1] // p)
+    return int(patch_embed.patch_size[0])
 
 
 def encode_visible(vit: nn.Module, images: Tensor, ids_keep: Tensor) -> Tensor:
