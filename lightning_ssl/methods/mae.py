@@ -83,6 +83,11 @@ class MAE(SSLMethod):
     ) -> None:
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"MAE: mask_ratio must be in [0, 1), got {mask_ratio}")
+        if num_global_crops != 1:
+            raise ValueError(
+                f"MAE reconstructs one view per image but the data makes {num_global_crops}; "
+                "set the data's augmentation: mae"
+            )
         super().__init__(
             backbone=backbone,
             optimizer=optimizer,
