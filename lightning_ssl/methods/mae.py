@@ -58,6 +58,13 @@ class MAE(SSLMethod):
             ``False``: on the class token of the masked pass (cheaper).
         adamw_betas: AdamW's betas (official: (0.9, 0.95)).
         **kwargs: backbone, optimizer, schedule and data arguments of :class:`SSLMethod`.
+
+    Examples:
+        >>> mae = MAE(backbone="vit_tiny_patch16_224", backbone_kwargs={"patch_size": 4},
+        ...     decoder_dim=32, decoder_depth=1, decoder_num_heads=2, image_size=32)
+        >>> loss, pred, mask, _ = mae.reconstruct(torch.randn(2, 3, 32, 32), torch.Generator())
+        >>> pred.shape, mask.sum(1).tolist()  # 4 x 4 x 3 pixels for each of the 8 x 8 patches
+        (torch.Size([2, 64, 48]), [48, 48])
     """
 
     min_global_crops = 1

@@ -37,16 +37,16 @@ def test_encoder_on_all_patches_in_any_order_is_the_vit_forward():
     """Attention is permutation-equivariant: with every patch kept (in shuffled order) the
     class token equals timm's forward on the whole image; also at a crop size other than
     img_size (interpolated position embedding)."""
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", img_size=32, patch_size=4, depth=2, num_classes=0,
-        dynamic_img_size=True,
-    ).eval()
-    for size in (32, 48):
-        images = torch.randn(3, 3, size, size)
-        n = (size // 4) ** 2
-        order = torch.stack([torch.randperm(n) for _ in range(3)])
-        got = encode_visible(vit, images, order)[:, 0]
-        torch.testing.assert_close(got, vit(images), atol=1e-5, rtol=1e-5)
+    plain = dict(img_size=32, patch_size=4, depth=2, num_classes=0, dynamic_img_size=True)
+    registers = dict(plain, reg_tokens=4, no_embed_class=True)  # DINOv2-style prefix tokens
+    for kwargs in (plain, registers):
+        vit = timm.create_model("vit_tiny_patch16_224", **kwargs).eval()
+        for size in (32, 48):
+            images = torch.randn(3, 3, size, size)
+            n = (size // 4) ** 2
+            order = torch.stack([torch.randperm(n) for _ in range(3)])
+            got = encode_visible(vit, images, order)[:, 0]
+            torch.testing.assert_close(got, vit(images), atol=1e-5, rtol=1e-5)
 
 
 def test_patchify_round_trip_and_decoder_returns_one_prediction_per_patch():
