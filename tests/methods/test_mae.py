@@ -153,8 +153,9 @@ def test_learns_to_reconstruct_held_out_real_images(cifar10_dir, tmp_path):
     With ``norm_pix_loss`` the target patches have mean 0 and (unbiased) variance 1, so
     predicting each patch's mean (0) costs exactly ``(P - 1) / P`` = 0.979 for P = 48 pixel
     values: a model below it predicts structure inside the hidden patches from the visible ones.
-    A random decoder sits at or above it; we ask for 10% below, far outside the +-1% that 256
-    images x 48 masked patches leave the estimate (measured here: about 0.75 after training).
+    A random decoder sits above it (measured: 1.80); we ask for 5% below it (0.93), while the
+    estimate over 256 images x 48 masked patches varies by well under 1% (its standard error),
+    and for 10% below the untrained loss. Measured: untrained 1.80, trained 0.84.
     """
     _fit(
         cifar10_dir,
@@ -162,7 +163,7 @@ def test_learns_to_reconstruct_held_out_real_images(cifar10_dir, tmp_path):
         "--trainer.max_epochs=6",
         "--data.init_args.train_subset=1024",
         "--data.init_args.batch_size=64",
-        "--model.init_args.lr=6e-3",  # x 64/256: 1.5e-3, a short run's peak
+        "--model.init_args.lr=1e-2",  # x 64/256: 2.5e-3, a short run's peak
         "--model.init_args.warmup_epochs=1",
     )
     from lightning_ssl.data import CIFAR10DataModule
@@ -179,7 +180,7 @@ def test_learns_to_reconstruct_held_out_real_images(cifar10_dir, tmp_path):
     start, end = _held_out_loss(untrained, images), _held_out_loss(trained, images)
     print(f"held-out loss: untrained {start:.3f}, trained {end:.3f}, mean patch {baseline:.3f}")
     assert start > 0.95 * baseline, (start, baseline)
-    assert end < 0.9 * baseline and end < 0.9 * start, (start, end, baseline)
+    assert end < 0.95 * baseline and end < 0.9 * start, (start, end, baseline)
 
 
 def test_refuses_two_views_with_the_fix_named():
