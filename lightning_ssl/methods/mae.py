@@ -20,6 +20,7 @@ from lightning_ssl.nn.mae import (
     vit_patch_size,
 )
 from lightning_ssl.optim import OptimizerName
+from lightning_ssl.validation import InvalidValueError
 
 #: Mixed into the mask generator's seed so masks and the batched views draw different numbers.
 _MASK_STREAM = 0x4D4145
@@ -88,12 +89,10 @@ class MAE(SSLMethod):
         num_global_crops: int = 1,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"MAE: mask_ratio must be in [0, 1), got {mask_ratio}")
-        if num_global_crops != 1:
-            raise ValueError(
-                f"MAE reconstructs one view per image but the data makes {num_global_crops}; "
-                "set the data's augmentation: mae"
+        betas = adamw_betas if isinstance(adamw_betas, list | tuple) else [adamw_betas]
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise InvalidValueError(
+                f"MAE: adamw_betas must be two numbers in [0, 1), got {adamw_betas}"
             )
         super().__init__(
             backbone=backbone,
@@ -104,6 +103,11 @@ class MAE(SSLMethod):
             num_global_crops=num_global_crops,
             **kwargs,
         )
+        if num_global_crops != 1:
+            raise ValueError(
+                f"MAE reconstructs one view per image but the data makes {num_global_crops}; "
+                "set the data's augmentation: mae"
+            )
         vit = self.backbone.model
         self.patch_size = vit_patch_size(vit)
         self.decoder = MAEDecoder(
