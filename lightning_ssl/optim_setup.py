@@ -124,6 +124,7 @@ def assemble_optimizer(
         lr,
         hp["weight_decay"],
         momentum=hp["momentum"],
+        betas=tuple(hp.get("adamw_betas", (0.9, 0.999))),
         lars_preset=hp.get("lars_preset", "byol"),
         trust_coefficient=hp.get("trust_coefficient"),
     )

@@ -74,7 +74,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _POSITIVE_INT,
     ),
-    "num_global_crops": _at_least(2, integer=True),
+    "num_global_crops": _at_least(1, integer=True),  # the method checks its own minimum
     **dict.fromkeys(
         (
             "num_local_crops",
@@ -108,6 +108,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _NON_NEGATIVE,
     ),
+    # MAE: the hidden fraction of patches (all hidden leaves the encoder nothing) and the decoder
+    "mask_ratio": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
+    **dict.fromkeys(("decoder_dim", "decoder_depth", "decoder_num_heads"), _POSITIVE_INT),
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
         ("trust_coefficient", "loss_scale"),

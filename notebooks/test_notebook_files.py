@@ -13,12 +13,13 @@ HERE = Path(__file__).resolve().parent
 NOTEBOOKS = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_the_four_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == [
         "01_quickstart",
         "02_compare_runs",
         "03_embeddings",
         "04_dino_attention",
+        "05_mae_reconstructions",
     ]
 
 

@@ -84,7 +84,7 @@ class SSLDataModule(LightningDataModule):
         batch_size: Training batch size per process.
         num_workers: DataLoader worker processes (0 loads in the main process).
         augmentation: Preset of :func:`~lightning_ssl.data.presets.preset`: ``simclr``,
-            ``moco``, ``byol``, ``dino``, ``swav`` or ``none``.
+            ``moco``, ``byol``, ``dino``, ``swav``, ``mae`` (one view) or ``none``.
         image_size: Side of the global crops and evaluation images (default: the dataset's
             native size, 224 for ImageFolder trees).
         num_local_crops: Number of local (multi-crop) views appended after the global ones.

@@ -78,12 +78,20 @@ def _dino(size: int, num_local: int) -> _Recipe:
     return _asymmetric(size, scale), _BYOL_JITTER, (0.05, 0.4)
 
 
+def _mae(size: int, num_local: int) -> _Recipe:
+    """MAE (He et al., 2022, ``main_pretrain.py``): one view, scale (0.2, 1), horizontal flip,
+    no colour augmentation (the official crop resizes bicubically, ours bilinearly)."""
+    plain = {"jitter_prob": 0.0, "grayscale_prob": 0.0}
+    return [ViewGroup(1, size, (0.2, 1.0), **plain)], {}, _SWAV_LOCAL_SCALE
+
+
 _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "simclr": _simclr,
     "moco": _moco,
     "byol": _byol,
     "dino": _dino,
     "swav": _swav,
+    "mae": _mae,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -93,9 +101,10 @@ def preset(
 ) -> list[ViewGroup]:
     """The view groups of a paper's augmentation recipe.
 
-    ``simclr``, ``moco``, ``byol``, ``dino`` and ``swav`` follow each paper (crop scale, colour
-    jitter as (brightness, contrast, saturation, hue) with its probability, grayscale, blur and
-    solarisation probabilities: see ``_simclr`` ... in this module, with their sources);
+    ``simclr``, ``moco``, ``byol``, ``dino``, ``swav`` and ``mae`` follow each paper (crop
+    scale, colour jitter as (brightness, contrast, saturation, hue) with its probability,
+    grayscale, blur and solarisation probabilities: see ``_simclr`` ... in this module, with
+    their sources);
     ``none`` makes 2 identical views, the centre square resized to ``global_size`` without
     augmentation (a sanity baseline, never with local crops).
 
@@ -104,7 +113,7 @@ def preset(
     then use SwAV's local crops (scale (0.05, 0.14)) with the global colour augmentation.
 
     Args:
-        name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``none``.
+        name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

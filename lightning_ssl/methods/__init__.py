@@ -4,6 +4,7 @@ from lightning_ssl.methods.barlow_twins import BarlowTwins
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.dino import DINO
+from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR
@@ -15,6 +16,7 @@ from lightning_ssl.methods.vicreg import VICReg
 __all__ = [
     "BYOL",
     "DINO",
+    "MAE",
     "NNCLR",
     "BarlowTwins",
     "MoCo",
