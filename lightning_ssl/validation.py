@@ -71,10 +71,16 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "bank_limit",
             "check_every_n_steps",
             "every_n_epochs",
+            "embed_dim",
+            "text_width",
+            "text_layers",
+            "text_heads",
+            "context_length",
         ),
         _POSITIVE_INT,
     ),
-    "num_global_crops": _at_least(2, integer=True),
+    # methods say how many they need (SSLMethod.min_global_crops: 2, CLIP: 1)
+    "num_global_crops": _POSITIVE_INT,
     **dict.fromkeys(
         (
             "num_local_crops",
@@ -110,7 +116,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
-        ("trust_coefficient", "loss_scale"),
+        ("trust_coefficient", "loss_scale", "init_logit_scale", "max_logit_scale"),
         ((lambda v: v > 0), "a number > 0"),
     ),
 }
