@@ -24,6 +24,14 @@ def _data_args(config: Path, data_root: Path) -> list[str]:
             "--data.init_args.image_size=64",
             "--data.init_args.batch_size=4",
         ] + (["--data.init_args.local_size=32"] if "num_local_crops" in config.read_text() else [])
+    if data.endswith("ImageTextDataModule"):  # class-name captions of the CIFAR-10 images
+        return [
+            f"--data.init_args.data_dir={data_root / 'cifar10-jpeg'}",
+            "--data.init_args.val_dir=test",
+            "--data.init_args.num_classes=10",
+            "--data.init_args.image_size=32",
+            "--data.init_args.batch_size=8",
+        ]
     if data.endswith("FashionMNISTDataModule"):
         return [f"--data.init_args.data_dir={data_root / 'fashion-mnist'}"]
     return [

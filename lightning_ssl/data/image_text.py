@@ -54,12 +54,14 @@ class ImageTextDataModule(SSLDataModule):
         val_dir: Labelled ImageFolder tree (zero-shot classification, online probe).
         class_names: ``folder<TAB>name`` TSV (e.g. Imagewoof's ``classes.tsv``), relative to
             ``data_dir`` or absolute; default: the folder names, ``_`` read as a space.
+        num_classes: Classes of ``val_dir`` (default: its class folders, listed at start).
         caption_templates: Templates of the captions made from class names.
         context_length: Tokens per caption (CLIP: 77).
         max_image_pixels: Refuse larger images, naming the file; ``None``: no limit.
         max_image_side: Shrink larger images at load; ``None``: keep every size.
-        **kwargs: The arguments of :class:`SSLDataModule`; ``augmentation`` defaults to
-            ``"clip"`` (:func:`clip_view`), ``views`` replaces it.
+        augmentation: ``"clip"`` (:func:`clip_view`, open_clip's crop) or a preset name of
+            :class:`SSLDataModule`; ``views`` replaces it.
+        **kwargs: The arguments of :class:`SSLDataModule`.
 
     Examples:
         >>> dm = ImageTextDataModule("cifar10-jpeg", val_dir="test")  # doctest: +SKIP
@@ -73,10 +75,12 @@ class ImageTextDataModule(SSLDataModule):
         train: str = "train",
         val_dir: str = "val",
         class_names: str | None = None,
+        num_classes: int | None = None,
         caption_templates: Sequence[str] = CAPTION_TEMPLATES,
         context_length: int = 77,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_side: int | None = DEFAULT_MAX_IMAGE_SIDE,
+        augmentation: str = "clip",
         **kwargs: Any,
     ) -> None:
         for flag in ("batched_augmentation", "images_on_device"):
@@ -89,12 +93,12 @@ class ImageTextDataModule(SSLDataModule):
             raise ValueError(f"context_length must be >= 3, got {context_length}")
         if not caption_templates or any(t.count("{}") != 1 for t in caption_templates):
             raise ValueError("caption_templates: each template needs exactly one '{}'")
-        kwargs.setdefault("augmentation", "clip")
-        super().__init__(data_dir, **kwargs)
+        super().__init__(data_dir, augmentation=augmentation, **kwargs)
         self.train_source, self.val_dir = train, val_dir
         self.caption_templates, self.context_length = list(caption_templates), context_length
         self.max_image_pixels, self.max_image_side = max_image_pixels, max_image_side
-        self._names = read_class_names(self._resolve(class_names)) if class_names else None
+        self._num_classes = num_classes
+        self._names_file = class_names
         self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
 
     def _resolve_views(
@@ -108,6 +112,13 @@ class ImageTextDataModule(SSLDataModule):
         path = Path(name).expanduser()
         return path if path.is_absolute() else self.data_dir / path
 
+    @property
+    def _names(self) -> dict[str, str] | None:
+        """``folder -> name`` of ``class_names``, read on first use."""
+        if self._names_file is not None and "names" not in self._loaded:
+            self._loaded["names"] = read_class_names(self._resolve(self._names_file))
+        return self._loaded.get("names")
+
     def _val_folders(self) -> list[str]:
         root = require_dir(
             self._resolve(self.val_dir), "validation folder", "expected <class>/<image> inside"
@@ -116,8 +127,10 @@ class ImageTextDataModule(SSLDataModule):
 
     @property
     def num_classes(self) -> int:
-        """Number of class folders of ``val_dir`` (no image is read)."""
-        return len(self._val_folders())
+        """``num_classes`` if given, else the class folders of ``val_dir`` (no image read)."""
+        if self._num_classes is None:
+            self._num_classes = len(self._val_folders())
+        return self._num_classes
 
     @property
     def class_names(self) -> list[str]:
