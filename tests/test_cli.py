@@ -29,6 +29,7 @@ def _data_args(config: Path, data_root: Path) -> list[str]:
             f"--data.init_args.data_dir={data_root / 'cifar10-jpeg'}",
             "--data.init_args.val_dir=test",
             "--data.init_args.num_classes=10",
+            "--data.init_args.class_names=null",
             "--data.init_args.image_size=32",
             "--data.init_args.batch_size=8",
         ]

@@ -116,7 +116,13 @@ class ImageTextDataModule(SSLDataModule):
     def _names(self) -> dict[str, str] | None:
         """``folder -> name`` of ``class_names``, read on first use."""
         if self._names_file is not None and "names" not in self._loaded:
-            self._loaded["names"] = read_class_names(self._resolve(self._names_file))
+            path = self._resolve(self._names_file)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"class_names file {path} not found: a TSV of 'folder<TAB>name' lines, "
+                    "or class_names: null to use the folder names"
+                )
+            self._loaded["names"] = read_class_names(path)
         return self._loaded.get("names")
 
     def _val_folders(self) -> list[str]:
