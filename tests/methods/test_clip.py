@@ -77,3 +77,9 @@ def test_zero_shot_classifier_is_the_prompt_ensemble_mean():
     torch.testing.assert_close(weights[0], F.normalize(cat, dim=0), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"one '\{\}'"):
         ZeroShotMonitor(templates=["no slot"])
+
+
+def test_missing_open_clip_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "open_clip", None)  # import fails
+    with pytest.raises(ImportError, match=r'pip install "lightning-ssl\[clip\]"'):
+        CLIP(**TINY)
