@@ -52,6 +52,10 @@ def _small_model_args(config: Path) -> list[str]:
         "num_prototypes": 100,
         "queue_size": 256,
         "hidden_dim": 256,
+        "embed_dim": 64,  # CLIP: joint space and a 1-block text tower
+        "text_width": 64,
+        "text_layers": 1,
+        "text_heads": 1,
     }
     return [f"--model.init_args.{k}={v}" for k, v in shrink.items() if f" {k}:" in text]
 
