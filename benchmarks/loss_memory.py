@@ -1,7 +1,9 @@
 """Peak memory and forward+backward time of the tiled vs the plain contrastive loss.
 
 Prints a markdown table. ``batch`` is the number of images per process: NT-Xent with 2 views
-has a ``2B x 2B`` logit matrix, InfoNCE (``--loss info_nce``) a ``B x B`` one.
+has a ``2B x 2B`` logit matrix, InfoNCE (``--loss info_nce``) a ``B x B`` one, CLIP
+(``--loss clip``: image-text pairs, both directions, logit scale ``1 / temperature``) two
+``B x B`` ones.
 
 * CUDA: peak of ``torch.cuda.max_memory_allocated`` above the inputs, in this process.
 * CPU: every configuration runs in a fresh subprocess, which reports its peak RSS
@@ -14,6 +16,7 @@ extrapolates, quadratically in the batch, a plain run at batch 2048.
 Example:
     python benchmarks/loss_memory.py --batch-sizes 8192 32768 65536 --dim 128 --device cuda
     OMP_NUM_THREADS=1 python benchmarks/loss_memory.py --batch-sizes 2048 8192 --device cpu
+    python benchmarks/loss_memory.py --loss clip --batch-sizes 32768 131072 --dim 512
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lightning_ssl.losses import (
+    clip_loss,
     info_nce_loss,
     nt_xent_loss,
+    tiled_clip_loss,
     tiled_info_nce_loss,
     tiled_nt_xent_loss,
 )
@@ -43,7 +48,7 @@ GIB, MIB = 2**30, 2**20
 
 @dataclass
 class Config:
-    loss: str  # "nt_xent" or "info_nce"
+    loss: str  # "nt_xent", "info_nce" or "clip"
     impl: str  # "plain" or "tiled"
     batch: int
     dim: int
@@ -59,6 +64,10 @@ def _loss_fn(cfg: Config) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         if cfg.impl == "plain":
             return lambda x: nt_xent_loss(x, t)
         return lambda x: tiled_nt_xent_loss(x, t, tile_size=tile)
+    if cfg.loss == "clip":  # x = (image features, text features)
+        if cfg.impl == "plain":
+            return lambda x: clip_loss(x[0], x[1], 1 / t)
+        return lambda x: tiled_clip_loss(x[0], x[1], 1 / t, tile_size=tile)
     if cfg.impl == "plain":
         return lambda x: info_nce_loss(x[0], x[1], t)
     return lambda x: tiled_info_nce_loss(x[0], x[1], t, tile_size=tile)
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8192, 32768, 65536])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--loss", choices=["nt_xent", "info_nce"], default="nt_xent")
+    parser.add_argument("--loss", choices=["nt_xent", "info_nce", "clip"], default="nt_xent")
     parser.add_argument("--tile-size", type=int, default=4096)
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (median)")

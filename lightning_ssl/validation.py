@@ -71,10 +71,16 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "bank_limit",
             "check_every_n_steps",
             "every_n_epochs",
+            "embed_dim",
+            "text_width",
+            "text_layers",
+            "text_heads",
+            "context_length",
         ),
         _POSITIVE_INT,
     ),
-    "num_global_crops": _at_least(1, integer=True),  # the method checks its own minimum
+    # methods say how many they need (SSLMethod.min_global_crops: 2; MAE, CLIP: 1)
+    "num_global_crops": _POSITIVE_INT,
     **dict.fromkeys(
         (
             "num_local_crops",
@@ -113,7 +119,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(("decoder_dim", "decoder_depth", "decoder_num_heads"), _POSITIVE_INT),
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
-        ("trust_coefficient", "loss_scale"),
+        ("trust_coefficient", "loss_scale", "init_logit_scale", "max_logit_scale"),
         ((lambda v: v > 0), "a number > 0"),
     ),
 }

@@ -24,6 +24,15 @@ def _data_args(config: Path, data_root: Path) -> list[str]:
             "--data.init_args.image_size=64",
             "--data.init_args.batch_size=4",
         ] + (["--data.init_args.local_size=32"] if "num_local_crops" in config.read_text() else [])
+    if data.endswith("ImageTextDataModule"):  # class-name captions of the CIFAR-10 images
+        return [
+            f"--data.init_args.data_dir={data_root / 'cifar10-jpeg'}",
+            "--data.init_args.val_dir=test",
+            "--data.init_args.num_classes=10",
+            "--data.init_args.class_names=null",
+            "--data.init_args.image_size=32",
+            "--data.init_args.batch_size=8",
+        ]
     if data.endswith("FashionMNISTDataModule"):
         return [f"--data.init_args.data_dir={data_root / 'fashion-mnist'}"]
     return [
@@ -43,6 +52,10 @@ def _small_model_args(config: Path) -> list[str]:
         "num_prototypes": 100,
         "queue_size": 256,
         "hidden_dim": 256,
+        "embed_dim": 64,  # CLIP: joint space and a 1-block text tower
+        "text_width": 64,
+        "text_layers": 1,
+        "text_heads": 1,
     }
     return [f"--model.init_args.{k}={v}" for k, v in shrink.items() if f" {k}:" in text]
 

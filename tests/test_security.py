@@ -210,15 +210,23 @@ def _tiny(cls: type) -> dict:
 def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_path):
     cls = getattr(methods, name)
     local = 2 if cls.supports_local_crops else 0
-    data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
-    model = cls(backbone="timm:test_resnet", **_tiny(cls), **data.link())
+    if name == "CLIP":  # image-text pairs and a 1-block text tower
+        pytest.importorskip("open_clip")
+        text = dict(text_width=16, text_layers=1, text_heads=1, context_length=8)
+        small = {**_tiny(cls), **text}
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,
+                              caption_tokens=8)  # fmt: skip
+    else:
+        small = _tiny(cls)
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
+    model = cls(backbone="timm:test_resnet", **small, **data.link())
     trainer = quick_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
     path = tmp_path / f"{name}.ckpt"
     trainer.save_checkpoint(path)
     assert load_checkpoint(path)["lightning_ssl_method"] == name
     # Resume through the safe CheckpointIO: one more step from the restored state.
-    resumed = cls(backbone="timm:test_resnet", **_tiny(cls), **data.link())
+    resumed = cls(backbone="timm:test_resnet", **small, **data.link())
     trainer = quick_trainer(max_steps=2, limit_val_batches=0, plugins=[AtomicCheckpointIO()])
     trainer.fit(resumed, datamodule=data, ckpt_path=path)
     assert trainer.global_step == 2

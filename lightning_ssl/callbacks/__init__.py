@@ -8,6 +8,7 @@ from lightning_ssl.callbacks.knn import KNNMonitor
 from lightning_ssl.callbacks.online_probe import OnlineLinearProbe
 from lightning_ssl.callbacks.queue import QueueUpdater
 from lightning_ssl.callbacks.run_info import RunInfo
+from lightning_ssl.callbacks.zero_shot import ZeroShotMonitor
 
 __all__ = [
     "EMA",
@@ -19,5 +20,6 @@ __all__ = [
     "OnlineLinearProbe",
     "QueueUpdater",
     "RunInfo",
+    "ZeroShotMonitor",
     "embedding_std",
 ]

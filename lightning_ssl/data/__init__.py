@@ -15,6 +15,7 @@ from lightning_ssl.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_ssl.data.datamodule import SSLDataModule
 from lightning_ssl.data.fashion_mnist import FashionMNISTDataModule
 from lightning_ssl.data.image_folder import ImageFolderDataModule
+from lightning_ssl.data.image_text import ImageTextDataModule
 from lightning_ssl.data.presets import preset
 from lightning_ssl.data.stl10 import STL10DataModule
 from lightning_ssl.data.transforms import MultiCropTransform, ViewGroup, eval_transform
@@ -25,6 +26,7 @@ __all__ = [
     "CIFAR100DataModule",
     "FashionMNISTDataModule",
     "ImageFolderDataModule",
+    "ImageTextDataModule",
     "MultiCropTransform",
     "SSLDataModule",
     "STL10DataModule",

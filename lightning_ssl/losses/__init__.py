@@ -5,6 +5,7 @@ method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
 """
 
 from lightning_ssl.losses.barlow_twins import barlow_twins_loss
+from lightning_ssl.losses.clip import clip_loss, tiled_clip_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
 from lightning_ssl.losses.mae import mae_loss
@@ -19,6 +20,7 @@ from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
 __all__ = [
     "VICRegTerms",
     "barlow_twins_loss",
+    "clip_loss",
     "dino_loss",
     "dino_teacher_entropy",
     "info_nce_loss",
@@ -28,6 +30,7 @@ __all__ = [
     "nt_xent_loss",
     "sinkhorn_knopp",
     "swav_loss",
+    "tiled_clip_loss",
     "tiled_info_nce_loss",
     "tiled_logsumexp",
     "tiled_nt_xent_loss",

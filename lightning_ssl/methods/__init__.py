@@ -3,6 +3,7 @@
 from lightning_ssl.methods.barlow_twins import BarlowTwins
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
+from lightning_ssl.methods.clip import CLIP
 from lightning_ssl.methods.dino import DINO
 from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.moco import MoCo
@@ -15,6 +16,7 @@ from lightning_ssl.methods.vicreg import VICReg
 
 __all__ = [
     "BYOL",
+    "CLIP",
     "DINO",
     "MAE",
     "NNCLR",

@@ -58,7 +58,8 @@ class SSLMethod(L.LightningModule):
 
     #: Whether the method can use local (small) crops besides the global ones.
     supports_local_crops: ClassVar[bool] = False
-    #: Global crops the method needs per image (masked-image models reconstruct one view).
+    #: Global crops per image the method needs (two views for the joint-embedding methods;
+    #: MAE and CLIP: one).
     min_global_crops: ClassVar[int] = 2
 
     def __init__(

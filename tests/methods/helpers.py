@@ -14,20 +14,28 @@ SMALL_HEADS = {
 
 
 class _RandomViews(Dataset):
-    def __init__(self, n: int, sizes: list[int], num_classes: int, seed: int) -> None:
+    def __init__(
+        self, n: int, sizes: list[int], num_classes: int, seed: int, caption_tokens: int = 0
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         self.images = [torch.randn(n, 3, s, s, generator=g) for s in sizes]
         self.labels = torch.randint(0, num_classes, (n,), generator=g)
+        # CLIP: random caption token ids ending in open_clip's end-of-text token (pooled there)
+        self.tokens = torch.randint(1, 1000, (n, caption_tokens), generator=g)
+        self.tokens[:, -1:] = 49407
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
+        if self.tokens.shape[1]:
+            return [v[i] for v in self.images], self.labels[i], self.tokens[i]
         return [v[i] for v in self.images], self.labels[i]
 
 
 class SyntheticViews(L.LightningDataModule):
-    """Random ``(views, labels)`` batches with the attributes the CLI links into a method."""
+    """Random ``(views, labels)`` batches with the attributes the CLI links into a method
+    (``(views, labels, tokens)`` with ``caption_tokens``: image-text pairs for CLIP)."""
 
     def __init__(
         self,
@@ -38,12 +46,13 @@ class SyntheticViews(L.LightningDataModule):
         batch_size: int = 8,
         n: int = 32,
         num_classes: int = 4,
+        caption_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.image_size, self.num_classes, self.batch_size = image_size, num_classes, batch_size
         self.num_global_crops, self.num_local_crops = num_global_crops, num_local_crops
         sizes = [image_size] * num_global_crops + [local_size] * num_local_crops
-        self.train = _RandomViews(n, sizes, num_classes, seed=0)
+        self.train = _RandomViews(n, sizes, num_classes, seed=0, caption_tokens=caption_tokens)
         g = torch.Generator().manual_seed(1)
         self.val = TensorDataset(
             torch.randn(n, 3, image_size, image_size, generator=g),

@@ -1,0 +1,96 @@
+"""Zero-shot classification monitor for image-text models (CLIP section 3.1.4): prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_ssl.callbacks.online_probe import topk_correct
+from lightning_ssl.data.tokenizer import ZERO_SHOT_TEMPLATES, fill_templates, tokenize
+
+_TEXT_CHUNK = 256  # captions encoded at once when building the classifier
+
+
+class ZeroShotMonitor(L.Callback):
+    """Classify the validation images by their nearest class prompt; log ``val/zeroshot_top1``.
+
+    Each class's weight is the normalised mean of the text embeddings of its prompts, every
+    template filled with the class name (CLIP's prompt ensembling, section 3.1.4); an image's
+    prediction is the class of highest cosine similarity to its embedding. The model provides
+    ``encode_text(tokens)``, ``embed_image(features)`` and ``hparams.context_length``; the
+    features are those ``validation_step`` returns. Counts are summed over processes.
+
+    Args:
+        templates: prompt templates, each with one ``{}`` (default: CLIP's 7-prompt ensemble).
+        class_names: names in label order (default: the DataModule's ``class_names``).
+        every_n_epochs: evaluate at validations of epochs divisible by this.
+
+    Examples:
+        >>> monitor = ZeroShotMonitor(templates=["a photo of a {}."])
+        >>> # Trainer(callbacks=[monitor]) with a CLIP model and an ImageTextDataModule
+    """
+
+    def __init__(
+        self,
+        templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+    ) -> None:
+        fill_templates(templates, ["check"])  # one '{}' per template, else a clear error
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.templates, self.class_names = list(templates), class_names
+        self.every_n_epochs = every_n_epochs
+        self._classifier: Tensor | None = None
+        self._counts: Tensor | None = None
+
+    def _names(self, trainer: L.Trainer) -> list[str]:
+        names = self.class_names or getattr(trainer.datamodule, "class_names", None)
+        if not names:
+            raise ValueError(
+                "ZeroShotMonitor needs class names: use an ImageTextDataModule (its val_dir "
+                "classes) or pass class_names"
+            )
+        return list(names)
+
+    @torch.no_grad()
+    def class_embeddings(self, pl_module: Any, names: Sequence[str]) -> Tensor:
+        """``(C, D)`` normalised prompt-ensemble embedding of every class."""
+        prompts = fill_templates(self.templates, names)
+        tokens = tokenize(prompts, pl_module.hparams.context_length).to(pl_module.device)
+        chunks = [pl_module.encode_text(t).float() for t in tokens.split(_TEXT_CHUNK)]
+        per_prompt = torch.cat(chunks).view(len(names), len(self.templates), -1)
+        return F.normalize(F.normalize(per_prompt, dim=-1).mean(dim=1), dim=-1)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._classifier = None
+        if (trainer.current_epoch + 1) % self.every_n_epochs and not trainer.sanity_checking:
+            return
+        self._classifier = self.class_embeddings(pl_module, self._names(trainer))
+        self._counts = torch.zeros(3, device=pl_module.device)  # top1, top5, seen
+
+    @torch.no_grad()
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if self._classifier is None or self._counts is None:
+            return
+        images = pl_module.embed_image(outputs["features"].float()).float()
+        correct = topk_correct(images @ self._classifier.T, batch[1])
+        self._counts += torch.cat([correct, torch.tensor([len(batch[1])], device=correct.device)])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._classifier is None or self._counts is None or trainer.sanity_checking:
+            return
+        counts = trainer.strategy.reduce(self._counts.clone(), reduce_op="sum")
+        seen = counts[2].clamp(min=1)
+        for k, name in ((0, "top1"), (1, "top5")):
+            pl_module.log(
+                f"val/zeroshot_{name}", counts[k] / seen, sync_dist=False, rank_zero_only=False
+            )
+        self._classifier = None

@@ -1,0 +1,85 @@
+"""CLIP: the step is the paper's figure 3 over our loss, the logit scale is clamped after each
+optimizer step, and the zero-shot monitor classifies by prompt ensembles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_ssl.callbacks import ZeroShotMonitor
+from lightning_ssl.data import ImageTextDataModule
+from lightning_ssl.losses import clip_loss
+from lightning_ssl.methods import CLIP
+from tests.methods.helpers import quick_trainer
+
+pytest.importorskip("open_clip")
+
+TINY = dict(
+    backbone="timm:test_resnet", image_size=32, embed_dim=16, text_width=32, text_layers=1,
+    text_heads=1, context_length=16, optimizer="adamw", lr=1e-3, lr_scaling="none",
+    warmup_epochs=0.0,
+)  # fmt: skip
+
+
+def _batch(n: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, 1000, (n, 16), generator=g)
+    tokens[:, -1] = 49407  # end-of-text: the pooled position
+    return [torch.randn(n, 3, 32, 32, generator=g)], torch.full((n,), -1), tokens
+
+
+def test_training_step_is_figure_3():
+    model = CLIP(**TINY)
+    views, labels, tokens = _batch()
+    loss = model.training_step((views, labels, tokens), 0)["loss"]
+    image = F.normalize(model.image_projection(model.backbone(views[0])), dim=-1)
+    text = F.normalize(model.text_projection(model.text_encoder(tokens)), dim=-1)
+    logits = image @ text.T * math.exp(model.logit_scale.item())
+    labels = torch.arange(len(logits))
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, clip_loss(image, text, logits[0, 0] / (image[0] @ text[0])))
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    tiled = CLIP(**TINY, loss_tile_size=4)
+    tiled.load_state_dict(model.state_dict())
+    tiled_loss = tiled.training_step((views, labels, tokens), 0)["loss"]
+    torch.testing.assert_close(tiled_loss, loss, rtol=1e-5, atol=1e-6)
+
+
+def test_logit_scale_is_clamped_after_each_optimizer_step(cifar10_dir):
+    model = CLIP(**TINY, cifar_stem=False, max_logit_scale=50.0)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(80.0))  # as if the optimizer had pushed it up
+    data = ImageTextDataModule(
+        str(cifar10_dir), val_dir="test", image_size=32, batch_size=8, num_workers=0,
+        context_length=16, train_subset=16, val_subset=8,
+    )  # fmt: skip
+    trainer = quick_trainer(max_steps=1, callbacks=[ZeroShotMonitor(templates=["a {}."])])
+    trainer.fit(model, datamodule=data)
+    assert model.logit_scale.item() == pytest.approx(math.log(50.0))
+    with pytest.raises(ValueError, match="init_logit_scale"):
+        CLIP(**TINY, init_logit_scale=200.0)
+    with pytest.raises(ValueError, match="ImageTextDataModule"):
+        model.training_step((_batch()[0], torch.zeros(6)), 0)
+
+
+def test_zero_shot_classifier_is_the_prompt_ensemble_mean():
+    model = CLIP(**TINY).eval()
+    monitor = ZeroShotMonitor(templates=["a photo of a {}.", "art of the {}."])
+    weights = monitor.class_embeddings(model, ["cat", "dog"])
+    from lightning_ssl.data.tokenizer import tokenize
+
+    with torch.no_grad():
+        cat = model.encode_text(tokenize(["a photo of a cat.", "art of the cat."], 16)).mean(0)
+    torch.testing.assert_close(weights[0], F.normalize(cat, dim=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"one '\{\}'"):
+        ZeroShotMonitor(templates=["no slot"])
+
+
+def test_missing_open_clip_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "open_clip", None)  # import fails
+    with pytest.raises(ImportError, match=r'pip install "lightning-ssl\[clip\]"'):
+        CLIP(**TINY)
