@@ -144,7 +144,7 @@ def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args
     """``op`` on the samples listed in ``chosen`` (per-sample ``args`` indexed alike).
 
     The choice is a Python list (one host copy per decision table, not one per op); all or
-    none chosen (the usual case for the small chunks of the CPU path) skips the indexing.
+    none chosen (frequent for small chunks of the CPU path) skips the indexing.
     A subset is written back into ``images`` in place (the pipeline's own temporaries).
     """
     if not chosen:
@@ -152,6 +152,8 @@ def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args
     if len(chosen) == len(images):
         return op(images, *args)
     index = torch.tensor(chosen, device=images.device)
+    if not images.is_contiguous():  # e.g. a grey batch expanded to 3 channels: no aliasing
+        images = images.contiguous()
     images[index] = op(images[index], *(a[index] for a in args))
     return images
 
