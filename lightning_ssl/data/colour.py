@@ -31,7 +31,9 @@ def rgb_to_grayscale(images: Tensor) -> Tensor:
         torch.Size([1, 1, 2, 2])
     """
     r, g, b = images.unbind(dim=1)
-    return (r * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + b * GRAY_WEIGHTS[2]).unsqueeze(1)
+    # One temporary, three passes (the sum of three products would take five).
+    gray = torch.mul(r, GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1])
+    return gray.add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _per_sample(factor: Tensor) -> Tensor:
@@ -64,8 +66,13 @@ def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
         >>> adjust_contrast(x, torch.tensor([0.0]))[0, 0, 0]
         tensor([0.5000, 0.5000])
     """
-    mean = rgb_to_grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, factor)
+    # The mean grey level is the luma of the channel means: one reduction, no grey image.
+    means = images.mean(dim=(2, 3))
+    mean = rgb_to_grayscale(means.view(-1, 3, 1, 1))
+    # torchvision's blend with per-sample scalars: two broadcast passes (lerp with two
+    # broadcast operands takes a slow path on CPU, about 2x slower).
+    factor = _per_sample(factor)
+    return (images * factor).add_(mean * (1 - factor)).clamp_(0, 1)
 
 
 def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
@@ -137,7 +144,7 @@ def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args
     """``op`` on the samples listed in ``chosen`` (per-sample ``args`` indexed alike).
 
     The choice is a Python list (one host copy per decision table, not one per op); all or
-    none chosen (the usual case for the small chunks of the CPU path) skips the indexing.
+    none chosen (frequent for small chunks of the CPU path) skips the indexing.
     A subset is written back into ``images`` in place (the pipeline's own temporaries).
     """
     if not chosen:
@@ -145,6 +152,8 @@ def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args
     if len(chosen) == len(images):
         return op(images, *args)
     index = torch.tensor(chosen, device=images.device)
+    if not images.is_contiguous():  # e.g. a grey batch expanded to 3 channels: no aliasing
+        images = images.contiguous()
     images[index] = op(images[index], *(a[index] for a in args))
     return images
 
@@ -212,17 +221,29 @@ def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
         >>> tuple(out.shape)
         (2, 3, 16, 16)
     """
-    n, channels, height, width = images.shape
     half = kernel_size // 2
     x = torch.arange(-half, half + 1, device=images.device, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (x[None] / sigma[:, None].to(images.dtype)) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    if images.device.type == "cpu":
-        # Taps below 1e-7 of every kernel change no pixel by more than ~1e-6: dropping them
-        # halves the work for the usual sigmas (a host sync, hence only on CPU).
-        needed = int((kernel.amax(dim=0) >= 1e-7).nonzero().min())
-        half -= needed
-        kernel = kernel[:, needed : kernel_size - needed]
+    if images.device.type != "cpu":
+        return _separable_blur(images, kernel)
+    # Taps below 1e-7 of a kernel change no pixel by more than ~1e-6: dropping them halves
+    # the work for the usual sigmas. Samples needing the same width share one convolution
+    # (a host sync, hence only on CPU).
+    needed = ((kernel >= 1e-7).int().argmax(dim=1)).tolist()  # first kept tap per sample
+    if len(set(needed)) == 1:
+        return _separable_blur(images, kernel[:, needed[0] : kernel_size - needed[0]])
+    out = torch.empty_like(images)
+    for first in set(needed):
+        index = torch.tensor([i for i, f in enumerate(needed) if f == first])
+        out[index] = _separable_blur(images[index], kernel[index, first : kernel_size - first])
+    return out
+
+
+def _separable_blur(images: Tensor, kernel: Tensor) -> Tensor:
+    """Blur ``(N, C, H, W)`` images by per-sample odd 1-D kernels ``(N, k)``, reflect padding."""
+    n, channels, height, width = images.shape
+    half = kernel.shape[1] // 2
     kernel = kernel.repeat_interleave(channels, dim=0)
     flat = images.reshape(1, n * channels, height, width)
     flat = torch.nn.functional.pad(flat, (half, half, half, half), mode="reflect")
