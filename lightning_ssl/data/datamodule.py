@@ -314,7 +314,7 @@ class SSLDataModule(LightningDataModule):
 
     def delivers_sample_indices(self) -> bool:
         """Whether training batches end with sample indices (argument or the model's wish)."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
+        model = getattr(self.trainer, "lightning_module", None)
         return bool(self.hparams.sample_indices or getattr(model, "needs_sample_indices", False))
 
     #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
