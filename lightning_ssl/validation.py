@@ -74,7 +74,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _POSITIVE_INT,
     ),
-    "num_global_crops": _at_least(2, integer=True),
+    "num_global_crops": _at_least(1, integer=True),  # the method may need more (min_global_crops)
     **dict.fromkeys(
         (
             "num_local_crops",

@@ -7,6 +7,7 @@ method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
 from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
+from lightning_ssl.losses.instance_discrimination import instance_softmax_loss, nce_loss
 from lightning_ssl.losses.similarity import (
     negative_cosine_similarity,
     normalized_squared_distance,
@@ -21,6 +22,8 @@ __all__ = [
     "dino_loss",
     "dino_teacher_entropy",
     "info_nce_loss",
+    "instance_softmax_loss",
+    "nce_loss",
     "negative_cosine_similarity",
     "normalized_squared_distance",
     "nt_xent_loss",

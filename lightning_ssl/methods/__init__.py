@@ -4,6 +4,7 @@ from lightning_ssl.methods.barlow_twins import BarlowTwins
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.dino import DINO
+from lightning_ssl.methods.instdisc import InstDisc
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR
@@ -17,6 +18,7 @@ __all__ = [
     "DINO",
     "NNCLR",
     "BarlowTwins",
+    "InstDisc",
     "MoCo",
     "MoCoV3",
     "SSLMethod",

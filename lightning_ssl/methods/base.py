@@ -58,6 +58,8 @@ class SSLMethod(L.LightningModule):
 
     #: Whether the method can use local (small) crops besides the global ones.
     supports_local_crops: ClassVar[bool] = False
+    #: Global crops per image the method needs (InstDisc: 1).
+    min_global_crops: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -90,8 +92,11 @@ class SSLMethod(L.LightningModule):
                 f"{type(self).__name__} does not use local crops but the data makes "
                 f"{num_local_crops}; set data num_local_crops: 0"
             )
-        if num_global_crops < 2:
-            raise ValueError(f"{type(self).__name__} needs 2 global crops, got {num_global_crops}")
+        if num_global_crops < self.min_global_crops:
+            raise ValueError(
+                f"{type(self).__name__} needs {self.min_global_crops} global crops, "
+                f"got {num_global_crops}"
+            )
         self.backbone = Backbone(
             backbone, cifar_stem, image_size, channels_last, **(backbone_kwargs or {})
         )
