@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Literal
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssl import distributed
+from lightning_ssl.callbacks.memory_bank import MemoryBankUpdater
 from lightning_ssl.data.sampling import derive_seed
 from lightning_ssl.losses import instance_softmax_loss, nce_loss
 from lightning_ssl.methods.base import SSLMethod
@@ -169,11 +171,10 @@ class InstDisc(SSLMethod):
         start = distributed.rank() * batch
         return draw[start : start + batch]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Write the batch's features into the bank, from every process (after the loss)."""
-        features = distributed.gather_no_grad(outputs["bank_features"])
-        indices = distributed.gather_no_grad(outputs["bank_indices"])
-        self.memory_bank.update(features, indices, self.hparams.bank_momentum)  # type: ignore[union-attr]
+    def configure_callbacks(self) -> list[L.Callback]:
+        # After the loss, before any checkpoint of the batch (ModelCheckpoint runs last).
+        updater = MemoryBankUpdater(lambda: self.memory_bank, self.hparams.bank_momentum)
+        return [*super().configure_callbacks(), updater]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Create the bank at the checkpoint's size when loading outside ``fit``."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_ssl.callbacks.memory_bank import MemoryBankUpdater
 from lightning_ssl.losses import nce_loss
 from lightning_ssl.methods import InstDisc
 from lightning_ssl.nn.memory_bank import MemoryBank
@@ -79,7 +80,8 @@ def test_training_step_is_nce_against_the_bank_and_the_update_is_the_momentum_ru
         expected = nce_loss(v, candidates, 0.5, log_z, N)
     assert float(model.memory_bank.log_normalizer) == pytest.approx(log_z, rel=1e-5)
     assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
-    model.on_train_batch_end(out, None, 0)
+    (updater,) = [c for c in model.configure_callbacks() if isinstance(c, MemoryBankUpdater)]
+    updater.on_train_batch_end(None, model, out, None, 0)
     updated = F.normalize(0.5 * bank_before[indices] + 0.5 * v, dim=1)
     assert torch.allclose(model.memory_bank.memory[indices], updated, atol=1e-6)
     others = torch.ones(N, dtype=torch.bool)
