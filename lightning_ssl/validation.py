@@ -108,6 +108,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _NON_NEGATIVE,
     ),
+    # InstDisc's memory bank
+    **dict.fromkeys(("feature_dim", "bank_size"), _POSITIVE_INT),
+    **dict.fromkeys(("num_negatives", "bank_seed"), _COUNT),
+    "bank_momentum": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
+    "proximal_weight": _NON_NEGATIVE,
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
         ("trust_coefficient", "loss_scale"),

@@ -46,7 +46,7 @@ class InstDisc(SSLMethod):
         proximal_weight: ``lambda`` of the proximal term (official code: 0, off).
         bank_dtype: storage type of the bank rows (``float16`` halves its memory).
         bank_size: number of training images; default: read from the DataModule at ``fit``.
-        seed: seed of the bank's initial rows and of the noise draws (the same on every rank).
+        bank_seed: seed of the bank's initial rows and of the noise draws (the same on every rank).
         optimizer: SGD (official code), momentum 0.9.
         lr: 0.03 for a batch of 256 (official ``main.py``).
         weight_decay: 1e-4 (official ``main.py`` default).
@@ -73,14 +73,13 @@ class InstDisc(SSLMethod):
         proximal_weight: float = 0.0,
         bank_dtype: BankDtype = "float32",
         bank_size: int | None = None,
-        seed: int = 0,
+        bank_seed: int = 0,
         optimizer: OptimizerName = "sgd",
         lr: float = 0.03,
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        _check_instdisc_values(temperature, num_negatives, bank_momentum, proximal_weight)
         super().__init__(
             optimizer=optimizer,
             lr=lr,
@@ -106,7 +105,7 @@ class InstDisc(SSLMethod):
                 )
             return
         dtype = getattr(torch, self.hparams.bank_dtype)
-        self.memory_bank = MemoryBank(size, self.hparams.feature_dim, dtype, self.hparams.seed)
+        self.memory_bank = MemoryBank(size, self.hparams.feature_dim, dtype, self.hparams.bank_seed)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -160,7 +159,7 @@ class InstDisc(SSLMethod):
         trainer = self._trainer
         count = trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer else self._draws
         self._draws += 1
-        generator = torch.Generator(device).manual_seed(derive_seed(self.hparams.seed, count))
+        generator = torch.Generator(device).manual_seed(derive_seed(self.hparams.bank_seed, count))
         rows = batch * distributed.world_size()
         draw = torch.randint(
             self.memory_bank.size,  # type: ignore[union-attr]
@@ -191,14 +190,3 @@ def estimate_log_normalizer(v: Tensor, candidates: Tensor, temperature: float, s
     scores = torch.einsum("bkd,bd->bk", candidates.float(), v.float()) / temperature
     mean = distributed.all_reduce_mean_(scores.exp().mean())
     return math.log(float(mean) * size)
-
-
-def _check_instdisc_values(
-    temperature: float, num_negatives: int, momentum: float, proximal_weight: float
-) -> None:
-    if temperature <= 0 or num_negatives < 0 or not 0 <= momentum < 1 or proximal_weight < 0:
-        raise ValueError(
-            "InstDisc needs temperature > 0, num_negatives >= 0, 0 <= bank_momentum < 1 and "
-            f"proximal_weight >= 0; got {temperature}, {num_negatives}, {momentum}, "
-            f"{proximal_weight}"
-        )
