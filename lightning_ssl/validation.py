@@ -79,7 +79,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         _POSITIVE_INT,
     ),
-    # methods say how many they need (SSLMethod.min_global_crops: 2; MAE, CLIP: 1)
+    # methods say how many they need (SSLMethod.min_global_crops: 2; MAE, CLIP, InstDisc: 1)
     "num_global_crops": _POSITIVE_INT,
     **dict.fromkeys(
         (
@@ -117,6 +117,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # MAE: the hidden fraction of patches (all hidden leaves the encoder nothing) and the decoder
     "mask_ratio": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
     **dict.fromkeys(("decoder_dim", "decoder_depth", "decoder_num_heads"), _POSITIVE_INT),
+    # InstDisc's memory bank
+    **dict.fromkeys(("feature_dim", "bank_size"), _POSITIVE_INT),
+    **dict.fromkeys(("num_negatives", "bank_seed"), _COUNT),
+    "bank_momentum": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
+    "proximal_weight": _NON_NEGATIVE,
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
         ("trust_coefficient", "loss_scale", "init_logit_scale", "max_logit_scale"),

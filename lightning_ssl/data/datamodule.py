@@ -6,6 +6,7 @@ Every datamodule yields
   global crops first (shuffled, last partial batch dropped); with ``batched_augmentation=True``
   the loader yields ``uint8`` images and the views are made on the training device by
   :meth:`SSLDataModule.on_after_batch_transfer`, so the training step sees the same batches;
+  ``(views, labels, indices)`` with ``sample_indices`` (see the argument);
 * ``val_dataloader()`` / ``test_dataloader()``: ``(images, labels)`` of the evaluation split
   under the deterministic evaluation transform;
 * ``train_eval_dataloader()``: the training split under the evaluation transform, in order
@@ -35,14 +36,17 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from lightning_ssl.data.batched import BatchedMultiCrop
 from lightning_ssl.data.datasets import TensorImageDataset
 from lightning_ssl.data.device import (
+    check_data_arguments,
+    collate_with_indices,
     copy_images_to,
-    indices_and_labels,
     seeded_generator,
+    split_sample_indices,
+    training_items,
     unpack_training_batch,
 )
 from lightning_ssl.data.presets import preset
@@ -57,20 +61,6 @@ from lightning_ssl.data.transforms import (
 
 SPLITS = ("train", "train_eval", "val")
 _STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("val",), "predict": ("val",)}
-
-
-def _check_arguments(
-    batched_augmentation: bool, images_on_device: bool, **bounded: tuple[int | None, int]
-) -> None:
-    """Raise ``ValueError`` on a contradiction or a ``name=(value, low)`` below its bound."""
-    if images_on_device and not batched_augmentation:
-        raise ValueError(
-            "images_on_device=True needs batched_augmentation=True: the images held on the "
-            "device are augmented there, the loader only yields their indices"
-        )
-    for name, (value, low) in bounded.items():
-        if value is not None and value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 class SSLDataModule(LightningDataModule):
@@ -106,6 +96,8 @@ class SSLDataModule(LightningDataModule):
             ``batched_augmentation``: keep a copy of the ``uint8`` training images on the
             training device (moved on first use) and let the loader yield only indices and
             labels, so an epoch needs no copying of images and no worker processes.
+        sample_indices: Training batches are ``(views, labels, indices)``, each image's index
+            in ``dataset("train")``; on whenever the model sets ``needs_sample_indices``.
     """
 
     default_image_size: ClassVar[int] = 224
@@ -131,9 +123,10 @@ class SSLDataModule(LightningDataModule):
         seed: int = 0,
         batched_augmentation: bool = False,
         images_on_device: bool = False,
+        sample_indices: bool = False,
     ) -> None:
         super().__init__()
-        _check_arguments(
+        check_data_arguments(
             batched_augmentation,
             images_on_device,
             batch_size=(batch_size, 1),
@@ -307,9 +300,8 @@ class SSLDataModule(LightningDataModule):
         :func:`~lightning_ssl.data.datasets.pad_collate`), or ``(indices, labels)`` with
         ``images_on_device``; :meth:`on_after_batch_transfer` turns them into the views.
         """
-        dataset = self.dataset("train")
-        if self.images_on_device:
-            dataset = TensorDataset(*indices_and_labels(dataset))
+        indexed = self.delivers_sample_indices()
+        dataset = training_items(self.dataset("train"), self.images_on_device, indexed)
         per_image_views = self.train_transform is not None  # seeded by (seed, epoch, index)
         dataset, sampler = training_data(
             dataset, self.batch_size, self.hparams.seed, self.trainer, per_image_views
@@ -317,7 +309,13 @@ class SSLDataModule(LightningDataModule):
         if self.images_on_device:  # indices and labels: cheaper to batch in this process
             return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
         collate = self.train_collate_fn if self.batched_augmentation else None
+        collate = collate_with_indices(collate) if indexed else collate
         return self._loader(dataset, self.batch_size, True, sampler, collate_fn=collate)
+
+    def delivers_sample_indices(self) -> bool:
+        """Whether training batches end with sample indices (argument or the model's wish)."""
+        model = getattr(self.trainer, "lightning_module", None)
+        return bool(self.hparams.sample_indices or getattr(model, "needs_sample_indices", False))
 
     #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
     train_collate_fn: ClassVar[Callable | None] = None
@@ -339,8 +337,9 @@ class SSLDataModule(LightningDataModule):
             return batch
         return self.augment_batch(batch)
 
-    def augment_batch(self, batch: Any) -> tuple[list[Tensor], Tensor]:
-        """``(views, labels)`` from a training batch of the ``batched_augmentation`` loader.
+    def augment_batch(self, batch: Any) -> tuple[Any, ...]:
+        """``(views, labels)`` from a training batch of the ``batched_augmentation`` loader
+        (``(views, labels, indices)`` with :meth:`delivers_sample_indices`).
 
         Examples:
             >>> from lightning_ssl.data import CIFAR10DataModule
@@ -352,10 +351,11 @@ class SSLDataModule(LightningDataModule):
         """
         if self.batched_transform is None:
             raise RuntimeError("augment_batch needs batched_augmentation=True")
+        batch, indices = split_sample_indices(batch, self.delivers_sample_indices())
         device_images = self.device_images if self.images_on_device else None
         images, sizes, labels = unpack_training_batch(batch, device_images)
         transform = self.batched_transform.to(images.device)
-        return transform(images, sizes, self._augment_generator(images.device)), labels
+        return transform(images, sizes, self._augment_generator(images.device)), labels, *indices
 
     def _augment_generator(self, device: torch.device) -> torch.Generator | None:
         """A generator seeded by (seed, rank, batch number) during training, else ``None``."""

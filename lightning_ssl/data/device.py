@@ -9,6 +9,10 @@ Under ``batched_augmentation`` the training loader yields one of three batch for
   (ImageFolder, :func:`~lightning_ssl.data.datasets.pad_collate`);
 * ``(indices, labels)`` with ``images_on_device``: positions into the ``uint8`` training
   images copied once to the device (:func:`copy_images_to`).
+
+With ``sample_indices`` every form carries one more last element, each image's index in the
+training dataset (:class:`IndexedDataset`, :func:`collate_with_indices`,
+:func:`dataset_positions`), which :func:`split_sample_indices` takes off before unpacking.
 """
 
 from __future__ import annotations
@@ -18,10 +22,24 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset, default_collate
 
 from lightning_ssl.data.datasets import TensorImageDataset
 from lightning_ssl.data.sampling import derive_seed
+
+
+def check_data_arguments(
+    batched_augmentation: bool, images_on_device: bool, **bounded: tuple[int | None, int]
+) -> None:
+    """Raise ``ValueError`` on a contradiction or a ``name=(value, low)`` below its bound."""
+    if images_on_device and not batched_augmentation:
+        raise ValueError(
+            "images_on_device=True needs batched_augmentation=True: the images held on the "
+            "device are augmented there, the loader only yields their indices"
+        )
+    for name, (value, low) in bounded.items():
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
@@ -37,21 +55,43 @@ def tensor_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor]]:
         >>> [index.tolist() for _, index in tensor_parts(Subset(data, [3, 1]))]
         [[3, 1]]
     """
+    return [(part, index) for part, index, _ in _located_parts(dataset)]
+
+
+def dataset_positions(dataset: Dataset) -> Tensor:
+    """Each :func:`copy_images_to` image's index in ``dataset`` (a permutation of ``0..N-1``).
+
+    Examples:
+        >>> a = TensorImageDataset(torch.zeros(2, 3, 1, 1, dtype=torch.uint8), torch.zeros(2))
+        >>> b = TensorImageDataset(torch.ones(2, 3, 1, 1, dtype=torch.uint8), torch.ones(2))
+        >>> dataset_positions(Subset(ConcatDataset([a, b]), [2, 0, 3])).tolist()
+        [1, 0, 2]
+    """
+    return torch.cat([positions for _, _, positions in _located_parts(dataset)])
+
+
+def _located_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor, Tensor]]:
+    """``(part, indices in the part, positions in dataset)`` of :func:`tensor_parts`."""
     if isinstance(dataset, TensorImageDataset):
-        return [(dataset, torch.arange(len(dataset)))]
+        return [(dataset, torch.arange(len(dataset)), torch.arange(len(dataset)))]
     if isinstance(dataset, ConcatDataset):
-        return [part for inner in dataset.datasets for part in tensor_parts(inner)]
+        parts, offset = [], 0
+        for inner in dataset.datasets:
+            parts += [(p, i, pos + offset) for p, i, pos in _located_parts(inner)]
+            offset += len(inner)  # type: ignore[arg-type]
+        return parts
     if isinstance(dataset, Subset):
-        inner = tensor_parts(dataset.dataset)
+        inner = _located_parts(dataset.dataset)
         wanted = torch.as_tensor(dataset.indices, dtype=torch.int64)
         # Subset indices address the concatenation of the inner parts.
-        offsets = torch.tensor([0] + [len(index) for _, index in inner]).cumsum(0)
+        offsets = torch.tensor([0] + [len(index) for _, index, _ in inner]).cumsum(0)
         part_of = torch.searchsorted(offsets[1:], wanted, right=True)
         parts = []
-        for number, (part, index) in enumerate(inner):
+        for number, (part, index, _) in enumerate(inner):
             mask = part_of == number
             if mask.any():
-                parts.append((part, index[wanted[mask] - offsets[number]]))
+                positions = mask.nonzero().flatten()
+                parts.append((part, index[wanted[mask] - offsets[number]], positions))
         return parts
     raise TypeError(
         f"images_on_device needs in-memory (TensorImageDataset) training data, got "
@@ -114,3 +154,63 @@ def seeded_generator(key: tuple[int, ...], device: torch.device) -> torch.Genera
     and a resumed run, whose loop restores the batch count, draws the same ones.
     """
     return torch.Generator(device).manual_seed(derive_seed(*key))
+
+
+def training_items(dataset: Dataset, images_on_device: bool, indexed: bool) -> Dataset:
+    """What the training loader draws from: ``dataset`` (images, labels) or, with
+    ``images_on_device``, positions into :func:`copy_images_to`'s images and labels; with
+    ``indexed`` each item also ends with its index in ``dataset``."""
+    if images_on_device:
+        positions = (dataset_positions(dataset),) if indexed else ()
+        return TensorDataset(*indices_and_labels(dataset), *positions)
+    # Inside the per-image seeding wrapper of the CPU path: the views do not change.
+    return IndexedDataset(dataset) if indexed else dataset
+
+
+class IndexedDataset(Dataset):
+    """``dataset`` whose items end with their index: ``(*item, index)``.
+
+    Examples:
+        >>> IndexedDataset([("a", 0), ("b", 1)])[1]
+        ('b', 1, 1)
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)
+
+
+def collate_with_indices(collate: Callable | None) -> Callable:
+    """Batch :class:`IndexedDataset` items: ``collate`` of the items, then an ``int64`` tensor of
+    their indices (``collate=None``: torch's default collation).
+
+    Examples:
+        >>> batch = collate_with_indices(None)([(torch.zeros(2), 0, 7), (torch.ones(2), 1, 3)])
+        >>> batch[1].tolist(), batch[2].tolist()
+        ([0, 1], [7, 3])
+    """
+    inner = default_collate if collate is None else collate
+
+    def collate_indexed(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        indices = torch.tensor([int(item[-1]) for item in items], dtype=torch.int64)
+        return (*inner([item[:-1] for item in items]), indices)
+
+    return collate_indexed
+
+
+def split_sample_indices(batch: Any, indexed: bool) -> tuple[Any, tuple[Tensor, ...]]:
+    """``(batch without its indices, (indices,))`` of an ``indexed`` batch, else ``(batch, ())``.
+
+    Examples:
+        >>> split_sample_indices(("images", "labels", "indices"), indexed=True)
+        (('images', 'labels'), ('indices',))
+    """
+    if not indexed:
+        return batch, ()
+    *rest, indices = batch
+    return tuple(rest), (indices,)

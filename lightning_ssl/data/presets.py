@@ -56,6 +56,14 @@ def _moco(size: int, num_local: int) -> _Recipe:
     return [ViewGroup(2, size, (0.2, 1.0), blur_prob=0.5, **jitter)], jitter, _SWAV_LOCAL_SCALE
 
 
+def _instdisc(size: int, num_local: int) -> _Recipe:
+    """InstDisc (Wu et al., 2018, official ``main.py``): 1 view, scale (0.2, 1), jitter
+    (0.4, 0.4, 0.4, 0.4) always, grayscale 0.2, flip, no blur."""
+    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.4}
+    view = ViewGroup(1, size, (0.2, 1.0), jitter_prob=1.0, blur_prob=0.0, **jitter)
+    return [view], jitter, _SWAV_LOCAL_SCALE
+
+
 def _asymmetric(size: int, scale: tuple[float, float]) -> list[ViewGroup]:
     """BYOL's two views: view 1 blur 1.0 solarize 0.0, view 2 blur 0.1 solarize 0.2."""
     return [
@@ -92,6 +100,7 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "dino": _dino,
     "swav": _swav,
     "mae": _mae,
+    "instdisc": _instdisc,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -113,7 +122,8 @@ def preset(
     then use SwAV's local crops (scale (0.05, 0.14)) with the global colour augmentation.
 
     Args:
-        name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``none``.
+        name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``instdisc``,
+            ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

@@ -9,6 +9,7 @@ from lightning_ssl.losses.clip import clip_loss, tiled_clip_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
 from lightning_ssl.losses.mae import mae_loss
+from lightning_ssl.losses.instance_discrimination import instance_softmax_loss, nce_loss
 from lightning_ssl.losses.similarity import (
     negative_cosine_similarity,
     normalized_squared_distance,
@@ -25,6 +26,8 @@ __all__ = [
     "dino_teacher_entropy",
     "info_nce_loss",
     "mae_loss",
+    "instance_softmax_loss",
+    "nce_loss",
     "negative_cosine_similarity",
     "normalized_squared_distance",
     "nt_xent_loss",

@@ -6,6 +6,7 @@ from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.clip import CLIP
 from lightning_ssl.methods.dino import DINO
 from lightning_ssl.methods.mae import MAE
+from lightning_ssl.methods.instdisc import InstDisc
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR
@@ -21,6 +22,7 @@ __all__ = [
     "MAE",
     "NNCLR",
     "BarlowTwins",
+    "InstDisc",
     "MoCo",
     "MoCoV3",
     "SSLMethod",

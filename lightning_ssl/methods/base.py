@@ -59,7 +59,7 @@ class SSLMethod(L.LightningModule):
     #: Whether the method can use local (small) crops besides the global ones.
     supports_local_crops: ClassVar[bool] = False
     #: Global crops per image the method needs (two views for the joint-embedding methods;
-    #: MAE and CLIP: one).
+    #: MAE, CLIP and InstDisc: one).
     min_global_crops: ClassVar[int] = 2
 
     def __init__(
