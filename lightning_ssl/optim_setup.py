@@ -34,8 +34,8 @@ def global_batch_size(trainer: Trainer) -> int:
     if batch is None:  # plain dataloaders: configure_optimizers may run before they load
         if trainer.train_dataloader is None:
             trainer.fit_loop.setup_data()
-        loader = trainer.train_dataloader
-        batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+        if (loader := trainer.train_dataloader) is not None:
+            batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
     if batch is None:
         raise ValueError("cannot read the training batch size from the train dataloader")
     return int(batch * trainer.world_size * trainer.accumulate_grad_batches)

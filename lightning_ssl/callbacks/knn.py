@@ -12,6 +12,7 @@ from torch import Tensor
 
 from lightning_ssl import distributed
 from lightning_ssl.callbacks.online_probe import topk_correct
+from lightning_ssl.lightning_types import eval_data, trainer_attributes
 from lightning_ssl.nn.knn import knn_predict
 from lightning_ssl.validation import check_values
 
@@ -46,8 +47,8 @@ def bank_size(trainer: L.Trainer, dataset_size: int, batch_size: int, limit: int
         512
     """
     size = dataset_size if limit is None else min(limit, dataset_size)
-    if trainer.fast_dev_run:
-        return min(size, int(trainer.fast_dev_run) * batch_size)
+    if fast_dev_run := trainer_attributes(trainer).fast_dev_run:
+        return min(size, int(fast_dev_run) * batch_size)
     val_limit = trainer.limit_val_batches
     if isinstance(val_limit, int) and not isinstance(val_limit, bool):
         size = min(size, val_limit * batch_size)
@@ -102,7 +103,7 @@ class KNNMonitor(L.Callback):
 
     @torch.no_grad()
     def _build_bank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loader = trainer.datamodule.train_eval_dataloader()
+        loader = eval_data(trainer).train_eval_dataloader()
         dataset = loader.dataset
         size = bank_size(trainer, len(dataset), loader.batch_size or 1, self.bank_limit)
         indices = torch.arange(len(dataset))
@@ -153,7 +154,7 @@ class KNNMonitor(L.Callback):
         scores = knn_predict(
             query,
             *self._bank,
-            trainer.datamodule.num_classes,
+            eval_data(trainer).num_classes,
             self.k,
             self.temperature,
             self.chunk_size,

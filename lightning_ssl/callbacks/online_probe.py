@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssl import distributed
+from lightning_ssl.lightning_types import eval_data
 from lightning_ssl.validation import check_values
 
 
@@ -54,7 +55,7 @@ class OnlineLinearProbe(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.head is None:
             num_classes = int(
-                getattr(pl_module, "num_classes", 0) or trainer.datamodule.num_classes
+                getattr(pl_module, "num_classes", 0) or eval_data(trainer).num_classes
             )
             self.head = nn.Linear(pl_module.backbone.dim, num_classes)
 

@@ -157,7 +157,7 @@ class LinearEvalDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
             shuffle=True,
-            seed=self.data.hparams.seed,
+            seed=self.data.hparams["seed"],
         )
         workers = 0 if self.indices_only else self.data.num_workers
         return DataLoader(

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.lars import LarsPresetName
+from lightning_ssl.lightning_types import AttributeDict, saved_hparams, trainer_attributes
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 from lightning_ssl.optim import OptimizerName, ScalingRule
@@ -98,6 +99,11 @@ class SSLMethod(L.LightningModule):
         self.num_classes = num_classes
         self.effective_lr: float | None = None
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
+        return saved_hparams(super().hparams)
+
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's, without re-reading a ``pretrained`` start: the checkpoint's weights
@@ -180,7 +186,8 @@ class SSLMethod(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         # Lightning lets a module's callbacks replace the Trainer's of the same type: keep a
         # guard or monitor the user configured (e.g. a less frequent check) instead.
-        configured = self.trainer.callbacks if self._trainer is not None else []
+        trainer = self._trainer
+        configured = trainer_attributes(trainer).callbacks if trainer is not None else []
         defaults = [NonFiniteLossGuard(), CollapseMonitor()]
         return [d for d in defaults if not any(type(c) is type(d) for c in configured)]
 
