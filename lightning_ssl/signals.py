@@ -165,8 +165,9 @@ class GracefulStop(L.Callback):
 
     def _lightning_owns(self, signum: int, trainer: L.Trainer) -> bool:
         environment = trainer._accelerator_connector.cluster_environment  # as Lightning reads it
-        requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
-        return requeue and signum == (environment.requeue_signal or signal.SIGUSR1)
+        if not (isinstance(environment, SLURMEnvironment) and environment.auto_requeue):
+            return False
+        return signum == (environment.requeue_signal or signal.SIGUSR1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning registered its SIGTERM handler (which we chain): sanity checking
@@ -206,4 +207,3 @@ class GracefulStop(L.Callback):
             )
         _end_loader_workers()
         exception.code = 128 + int(signum)
-        exception.signal_name = signum.name  # read by RunInfo (run.json "signal")
