@@ -394,4 +394,5 @@ class InMemoryDataModule(SSLDataModule):
         key = "train" if train else "val"
         if key not in self._loaded:
             self._loaded[key] = self.load_split(train)
-        return TensorImageDataset(*self._loaded[key], transform=transform)
+        images, labels = self._loaded[key]
+        return TensorImageDataset(images, labels, transform=transform)

@@ -14,12 +14,13 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -166,7 +167,7 @@ class LinearEvaluation(L.LightningModule):
         self.log("train/top1", top1)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp, trainer = self.hparams, self.trainer
         total = int(trainer.estimated_stepping_batches)
         loader = trainer.train_dataloader
@@ -211,7 +212,7 @@ class LinearEvaluation(L.LightningModule):
         images, labels = batch
         logits = self(images)
         for k in (1, 5):
-            metric = self.metrics[f"{stage}_top{k}"]
+            metric = cast(MulticlassAccuracy, self.metrics[f"{stage}_top{k}"])
             metric(logits, labels)
             self.log(f"{stage}/top{k}", metric, on_epoch=True, prog_bar=k == 1)
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from lightning_ssl.callbacks.collapse import CollapseMonitor
@@ -130,7 +131,7 @@ class SSLMethod(L.LightningModule):
         loss: Tensor,
         features: list[Tensor],
         embeddings: Tensor | list[Tensor] | None = None,
-        **terms: Tensor,
+        **terms: Tensor | float,
     ) -> dict[str, Any]:
         """Log ``train/loss`` and ``train/<term>``; return what callbacks read.
 
@@ -145,7 +146,7 @@ class SSLMethod(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/{name}", value)
-        out = {"loss": loss, "features": torch.cat(features).detach()}
+        out: dict[str, Any] = {"loss": loss, "features": torch.cat(features).detach()}
         if embeddings is not None:
             views = [embeddings] if isinstance(embeddings, Tensor) else embeddings
             out["embeddings"] = [z.detach() for z in views]
@@ -199,7 +200,7 @@ class SSLMethod(L.LightningModule):
         (not a key mismatch); apply this run's other values from the resumed step."""
         reconcile(self, checkpoint)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """The base's optimizer with per-step warm-up and cosine decay (:mod:`.optim_setup`)."""
         self.effective_lr, config = assemble_optimizer(
             self, self.hparams, self.param_group_overrides(), self.no_decay_group_options()
