@@ -114,7 +114,7 @@ def _ordered_pair(
         raise ValueError(
             f"ViewGroup.{name} must satisfy {low} < min <= max <= {high}, got {value!r}"
         )
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def blur_kernel_size(size: int) -> int:

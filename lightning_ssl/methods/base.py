@@ -106,7 +106,7 @@ class SSLMethod(L.LightningModule):
         return saved_hparams(super().hparams)
 
     @classmethod
-    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, without re-reading a ``pretrained`` start: the checkpoint's weights
         replace it (its file may be gone since training)."""
         with skipping_pretrained():
