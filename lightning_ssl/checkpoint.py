@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pathlib
 import pickle
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,14 +75,14 @@ class _safe_globals:
 
     def __enter__(self) -> None:
         serialization = torch.serialization
+        self._context: AbstractContextManager[object] | None = None
         if hasattr(serialization, "safe_globals"):
             self._context = serialization.safe_globals(list(SAFE_TYPES))
             self._context.__enter__()
         else:  # torch 2.4
-            self._context = None
             serialization.add_safe_globals(list(SAFE_TYPES))
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._context is not None:
             self._context.__exit__(*exc)
 

@@ -32,6 +32,7 @@ from lightning_ssl.cli_messages import (
 )
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
+from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.loggers import configure_wandb, place_loggers
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)
 from lightning_ssl.run_folder import check_new_fit, record_evaluation, resolve_ckpt_path
@@ -130,26 +131,29 @@ class LightningSSLCLI(LightningCLI):
         check_trainer(trainer.accumulate_grad_batches, trainer.max_epochs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        if trainer.fast_dev_run:
+        attrs = trainer_attributes(trainer)
+        if attrs.fast_dev_run:
             # Lightning 2.6's ModelCheckpoint.on_train_end still writes last.ckpt under
             # fast_dev_run, which would overwrite a real run's last.ckpt with a 1-step model.
-            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
-        elif not any(isinstance(c, RunInfo) for c in trainer.callbacks):
+            attrs.callbacks = [c for c in attrs.callbacks if not isinstance(c, ModelCheckpoint)]
+        elif not any(isinstance(c, RunInfo) for c in attrs.callbacks):
             # Not under fast_dev_run (it would overwrite a real run's run.json). First, so that
             # a checkpoint saved at epoch end holds this epoch's time and images.
-            trainer.callbacks.insert(0, RunInfo())
-        if not any(isinstance(c, WarmupCheck) for c in trainer.callbacks):
-            trainer.callbacks.append(WarmupCheck())
+            attrs.callbacks.insert(0, RunInfo())
+        if not any(isinstance(c, WarmupCheck) for c in attrs.callbacks):
+            attrs.callbacks.append(WarmupCheck())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         dataset = type(data).__name__.removesuffix("DataModule").lower()
+        subcommand = self.subcommand
+        assert subcommand is not None, "called from before_fit/validate/test only"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 configure_wandb(
                     logger,
                     trainer.default_root_dir,
-                    self.subcommand,
+                    subcommand,
                     resume=getattr(self, "_resuming", False),
                     group=type(model).__name__.lower(),
                     tags=[dataset, str(model.hparams.get("backbone", ""))],
@@ -167,13 +171,15 @@ class LightningSSLCLI(LightningCLI):
         loggers' version folders), and
         a checkpoint and a non-zero exit on SIGTERM/SIGUSR1/Ctrl-C (first among the callbacks,
         so that ``run.json`` records the signal after the save)."""
-        callbacks = self.trainer.callbacks
-        if not self.trainer.fast_dev_run:
+        callbacks = trainer_attributes(self.trainer).callbacks
+        if not trainer_attributes(self.trainer).fast_dev_run:
             # After RunInfo: on an exception the lock is released once run.json is written.
             infos = [i for i, c in enumerate(callbacks) if isinstance(c, RunInfo)]
             lock = RunFolderLock()
             callbacks.insert(infos[0] + 1 if infos else 0, lock)
-            if rank_zero_only.rank == 0:  # from the environment: launched ranks have theirs
+            # The rank from the environment: launched ranks have theirs. (Lightning sets the
+            # attribute on the function object, which its type does not declare.)
+            if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
                 lock.lock(self.trainer.default_root_dir)
         callbacks.insert(0, GracefulStop())
 
@@ -198,7 +204,7 @@ class LightningSSLCLI(LightningCLI):
     def _record_evaluation(self) -> None:
         """Add this validate/test to the run's ``run.json`` (its history stays untouched)."""
         trainer = self.trainer
-        if trainer.fast_dev_run or not trainer.is_global_zero:
+        if trainer_attributes(trainer).fast_dev_run or not trainer.is_global_zero:
             return
         metrics = {}
         for key, value in trainer.callback_metrics.items():

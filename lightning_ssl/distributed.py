@@ -14,6 +14,8 @@ Examples:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -36,13 +38,13 @@ def rank() -> int:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.contiguous()
         size = grad.shape[0] // dist.get_world_size()
         if dist.get_backend() == dist.Backend.NCCL:
@@ -85,13 +87,13 @@ def gather_no_grad(x: Tensor) -> Tensor:
 
 class _AllReduceSumWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
         return x
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         # d(sum_r x_r)/dx_own = 1 for every rank's loss: sum the upstream gradients over ranks.
         grad = grad.clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)

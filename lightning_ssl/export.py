@@ -98,7 +98,7 @@ def export_backbone(
     return {**meta, "files": files}
 
 
-def _export_format(backbone: Backbone, format: ExportFormat) -> tuple[str, str]:
+def _export_format(backbone: Backbone, format: ExportFormat) -> tuple[str, ExportFormat]:
     """``(arch, format)``: the library's model name and the key format, ``auto`` resolved."""
     arch = backbone.name.removeprefix("timm:")
     torchvision_arch = backbone.name in TORCHVISION_RESNETS

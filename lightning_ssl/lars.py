@@ -36,6 +36,8 @@ from torch import Tensor
 
 TrustNorm = Literal["update", "grad_plus_decay"]
 MomentumStyle = Literal["torch", "classic"]
+#: What torch's multi-tensor (``_foreach``) operations take and return.
+Tensors = list[Tensor] | tuple[Tensor, ...]
 LarsPresetName = Literal["simclr", "byol", "barlow_twins", "vicreg", "mocov3", "solo_learn", "swav"]
 
 
@@ -68,7 +70,7 @@ class LarsPreset:
         }
 
 
-_DECAYED_UPDATE = {"trust_norm": "update", "clip": False, "eps": 0.0, "eta": 1e-3}
+_DECAYED_UPDATE: dict[str, Any] = {"trust_norm": "update", "clip": False, "eps": 0.0, "eta": 1e-3}
 LARS_PRESETS: dict[str, LarsPreset] = {
     # exclude_from_weight_decay=['batch_normalization', 'bias', ...] (also layer adaptation).
     "simclr": LarsPreset(
@@ -220,7 +222,7 @@ class LARS(torch.optim.Optimizer):
 
     def _directions(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> list[Tensor]:
+    ) -> Tensors:
         """The decayed, trust-scaled update of every parameter of ``group`` (multi-tensor ops,
         no host synchronisation)."""
         wd, eta, larc = group["weight_decay"], group["eta"], group["trust_norm"] != "update"
@@ -240,7 +242,7 @@ class LARS(torch.optim.Optimizer):
         d = torch._foreach_add(grads, torch._foreach_mul(params, list(decay.unbind())))
         return torch._foreach_mul(d, list(ratio.unbind()))
 
-    def _apply(self, group: dict[str, Any], params: list[Tensor], d: list[Tensor]) -> None:
+    def _apply(self, group: dict[str, Any], params: list[Tensor], d: Tensors) -> None:
         lr, momentum = group["lr"], group["momentum"]
         if momentum == 0:
             torch._foreach_add_(params, d, alpha=-lr)

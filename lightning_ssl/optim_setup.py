@@ -26,6 +26,7 @@ from lightning_ssl.schedules import linear_warmup_cosine
 if TYPE_CHECKING:
     import lightning as L
     from lightning.pytorch import Trainer
+    from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 
 
 def global_batch_size(trainer: Trainer) -> int:
@@ -34,8 +35,8 @@ def global_batch_size(trainer: Trainer) -> int:
     if batch is None:  # plain dataloaders: configure_optimizers may run before they load
         if trainer.train_dataloader is None:
             trainer.fit_loop.setup_data()
-        loader = trainer.train_dataloader
-        batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+        if (loader := trainer.train_dataloader) is not None:
+            batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
     if batch is None:
         raise ValueError("cannot read the training batch size from the train dataloader")
     return int(batch * trainer.world_size * trainer.accumulate_grad_batches)
@@ -93,7 +94,7 @@ def assemble_optimizer(
     hp: Mapping[str, Any],
     overrides: dict[str, dict[str, Any]],
     no_decay_options: dict[str, Any],
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, OptimizerLRSchedulerConfig]:
     """``(effective_lr, configure_optimizers() result)`` of a method with the base's options.
 
     Args:
@@ -130,5 +131,5 @@ def assemble_optimizer(
     )
     factors = warmup_cosine_factors(groups, warmup_steps, total_steps, hp["min_lr_ratio"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-    schedule = {"scheduler": scheduler, "interval": "step"}
+    schedule: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "step"}
     return lr, {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_ssl.checkpoint import check_checkpoint_method
+from lightning_ssl.lightning_types import trainer_attributes
 
 
 class ResumeMismatchError(ValueError):
@@ -86,9 +87,10 @@ def reconcile(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
             f"{name}: resuming at step {checkpoint.get('global_step')} with values that differ "
             f"from the checkpoint, applied from this step: {listed}"
         )
-    callback = next((c for c in trainer.callbacks if isinstance(c, CurrentOptimizerSettings)), None)
+    callbacks = trainer_attributes(trainer).callbacks
+    callback = next((c for c in callbacks if isinstance(c, CurrentOptimizerSettings)), None)
     if callback is None:
-        trainer.callbacks.append(callback := CurrentOptimizerSettings())
+        callbacks.append(callback := CurrentOptimizerSettings())
     callback.hparams_changed = bool(changes)
 
 

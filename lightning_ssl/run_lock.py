@@ -146,12 +146,12 @@ class RunFolderLock(L.Callback):
         folders = {os.path.abspath(root)}
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-                folders.add(os.path.abspath(callback.dirpath))
+                folders.add(os.path.abspath(os.fspath(callback.dirpath)))
         for folder in sorted(folders):
             for path in remove_stale_tmp(folder):
                 log.warning("removed %s, left by a run that was killed while writing it", path)
-        for path in mark_killed(root):
-            log.warning("%s said 'running' but its process is gone: marked 'killed'", path)
+        for info in mark_killed(root):
+            log.warning("%s said 'running' but its process is gone: marked 'killed'", info)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         release(self._file)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 
-def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
+def cosine_schedule(step: int, total_steps: float, start: float, end: float) -> float:
     """Go from ``start`` to ``end`` along a half cosine over ``total_steps``; ``end`` afterwards.
 
     ``value = end + (start - end) * (1 + cos(pi * step / total_steps)) / 2``. With

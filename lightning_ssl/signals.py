@@ -39,6 +39,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
+from lightning_ssl.lightning_types import trainer_attributes
+
 log = logging.getLogger(__name__)
 
 #: Signals that stop a run gracefully (SIGUSR1 is absent on Windows).
@@ -139,7 +141,7 @@ class GracefulStop(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # The loaders are built later (the validation one, kept alive, before training starts):
         # make the DataModule's loaders start workers that leave the signals to this process.
-        datamodule = trainer.datamodule
+        datamodule = trainer_attributes(trainer).datamodule
         for name in ("train_dataloader", "val_dataloader", "train_eval_dataloader"):
             method = getattr(datamodule, name, None)
             if callable(method) and not hasattr(method, "__wrapped__"):
@@ -163,8 +165,9 @@ class GracefulStop(L.Callback):
 
     def _lightning_owns(self, signum: int, trainer: L.Trainer) -> bool:
         environment = trainer._accelerator_connector.cluster_environment  # as Lightning reads it
-        requeue = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
-        return requeue and signum == (environment.requeue_signal or signal.SIGUSR1)
+        if not (isinstance(environment, SLURMEnvironment) and environment.auto_requeue):
+            return False
+        return signum == (environment.requeue_signal or signal.SIGUSR1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning registered its SIGTERM handler (which we chain): sanity checking
@@ -204,4 +207,3 @@ class GracefulStop(L.Callback):
             )
         _end_loader_workers()
         exception.code = 128 + int(signum)
-        exception.signal_name = signum.name  # read by RunInfo (run.json "signal")

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_ssl.lightning_types import trainer_attributes
+
 
 def embedding_std(z: Tensor | list[Tensor]) -> Tensor:
     """Std over the batch of the L2-normalized embedding, averaged over dimensions (and views).
@@ -59,7 +61,7 @@ class CollapseMonitor(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        interval = self.every_n_steps or max(1, trainer.log_every_n_steps)
+        interval = self.every_n_steps or max(1, trainer_attributes(trainer).log_every_n_steps)
         embeddings = outputs.get("embeddings") if isinstance(outputs, dict) else None
         step = trainer.global_step  # optimizer steps done, this batch's included
         if embeddings is None or step == 0 or step % interval or step == self._last_step:

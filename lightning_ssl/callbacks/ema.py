@@ -48,7 +48,7 @@ def _split(module: nn.Module, buffers: BufferPolicy) -> tuple[dict[str, Tensor],
 
     Floating-point parameters are averaged, integer ones copied.
     """
-    tensors = dict(module.named_parameters())
+    tensors: dict[str, Tensor] = dict(module.named_parameters())
     if buffers != "leave":
         tensors |= {f"buffer:{n}": b for n, b in module.named_buffers()}
     averaged = {
@@ -60,7 +60,9 @@ def _split(module: nn.Module, buffers: BufferPolicy) -> tuple[dict[str, Tensor],
     return averaged, copied
 
 
-def _paired(teacher: dict[str, Tensor], student: dict[str, Tensor]) -> tuple[list[Tensor], ...]:
+def _paired(
+    teacher: dict[str, Tensor], student: dict[str, Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
     return [teacher[n] for n in student], list(student.values())
 
 

@@ -29,13 +29,13 @@ def project_2d(features: np.ndarray, method: Projection = "auto", seed: int = 0)
         >>> project_2d(np.random.rand(50, 8), "pca").shape
         (50, 2)
     """
-    method = _resolve(method)
+    chosen = _resolve(method)
     x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    if method == "umap":
+    if chosen == "umap":
         import umap
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
-    if method == "tsne":
+    if chosen == "tsne":
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
@@ -75,7 +75,8 @@ def scatter_png(points: np.ndarray, labels: np.ndarray, path: Path, title: str) 
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i, label in enumerate(classes):
         chosen = labels == label
-        axes.scatter(*points[chosen].T, s=6, color=colours(i % colours.N), label=str(label))
+        x, y = points[chosen].T
+        axes.scatter(x, y, s=6, color=colours(i % colours.N), label=str(label))
     axes.set_title(title)
     axes.set_xticks([])
     axes.set_yticks([])

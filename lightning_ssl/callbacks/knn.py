@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 import lightning as L
@@ -11,7 +12,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from lightning_ssl import distributed
-from lightning_ssl.callbacks.online_probe import topk_correct
+from lightning_ssl.callbacks.accuracy import EpochAccuracy
+from lightning_ssl.lightning_types import eval_data, trainer_attributes
 from lightning_ssl.nn.knn import knn_predict
 from lightning_ssl.validation import check_values
 
@@ -46,8 +48,8 @@ def bank_size(trainer: L.Trainer, dataset_size: int, batch_size: int, limit: int
         512
     """
     size = dataset_size if limit is None else min(limit, dataset_size)
-    if trainer.fast_dev_run:
-        return min(size, int(trainer.fast_dev_run) * batch_size)
+    if fast_dev_run := trainer_attributes(trainer).fast_dev_run:
+        return min(size, int(fast_dev_run) * batch_size)
     val_limit = trainer.limit_val_batches
     if isinstance(val_limit, int) and not isinstance(val_limit, bool):
         size = min(size, val_limit * batch_size)
@@ -64,7 +66,8 @@ class KNNMonitor(L.Callback):
     (``datamodule.train_eval_dataloader()``) is encoded by the module's ``extract_features``,
     each process taking every ``world_size``-th image; the shards are gathered so every rank
     holds the whole bank. Validation features vote by :func:`knn_predict` (cosine, weights
-    ``exp(s/T)``), scanned in chunks so memory stays bounded. Counts are summed over processes.
+    ``exp(s/T)``), scanned in chunks so memory stays bounded. The accuracies
+    (:class:`~lightning_ssl.callbacks.accuracy.EpochAccuracy`) are summed over processes.
 
     Args:
         k: neighbours (default 200, as InstDisc and lightly's CIFAR-10 protocol).
@@ -93,7 +96,7 @@ class KNNMonitor(L.Callback):
         self.k, self.temperature, self.every_n_epochs = k, temperature, every_n_epochs
         self.chunk_size, self.bank_limit = chunk_size, bank_limit
         self._bank: tuple[Tensor, Tensor] | None = None
-        self._counts: Tensor | None = None
+        self._accuracy: EpochAccuracy | None = None
 
     def _active(self, trainer: L.Trainer) -> bool:
         if trainer.sanity_checking:
@@ -102,8 +105,13 @@ class KNNMonitor(L.Callback):
 
     @torch.no_grad()
     def _build_bank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loader = trainer.datamodule.train_eval_dataloader()
+        extract_features = getattr(pl_module, "extract_features", None)
+        if not callable(extract_features):
+            name = type(pl_module).__name__
+            raise TypeError(f"KNNMonitor needs a module with extract_features(), got {name}")
+        loader = eval_data(trainer).train_eval_dataloader()
         dataset = loader.dataset
+        assert isinstance(dataset, Sized), "the kNN bank needs a dataset with a length"
         size = bank_size(trainer, len(dataset), loader.batch_size or 1, self.bank_limit)
         indices = torch.arange(len(dataset))
         if len(indices) > size:
@@ -122,7 +130,7 @@ class KNNMonitor(L.Callback):
                 if trainer.received_sigterm:  # SIGTERM/SIGUSR1/Ctrl-C: stop within one batch
                     break  # (raised below: leaving the loop first shuts its workers down)
                 images = images.to(pl_module.device, non_blocking=True)
-                feats.append(F.normalize(pl_module.extract_features(images).float(), dim=1))
+                feats.append(F.normalize(extract_features(images).float(), dim=1))
                 labels.append(targets.to(pl_module.device))
         if trainer.received_sigterm:
             raise SIGTERMException()
@@ -136,7 +144,7 @@ class KNNMonitor(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._active(trainer):
             self._build_bank(trainer, pl_module)
-            self._counts = torch.zeros(3, device=pl_module.device)
+            self._accuracy = EpochAccuracy(eval_data(trainer).num_classes, pl_module.device)
 
     def on_validation_batch_end(
         self,
@@ -147,27 +155,25 @@ class KNNMonitor(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._bank is None or self._counts is None:
+        if self._bank is None or self._accuracy is None:
             return
         query = F.normalize(outputs["features"].float(), dim=1)
         scores = knn_predict(
             query,
             *self._bank,
-            trainer.datamodule.num_classes,
+            eval_data(trainer).num_classes,
             self.k,
             self.temperature,
             self.chunk_size,
         )
         labels = batch[1]
         keep = labels >= 0
-        correct = topk_correct(scores[keep], labels[keep])
-        self._counts += torch.cat([correct, keep.sum().float()[None]])
+        self._accuracy.update(scores[keep], labels[keep])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._bank is None or self._counts is None:
+        if self._bank is None or self._accuracy is None:
             return
-        counts = trainer.strategy.reduce(self._counts, reduce_op="sum")
-        seen = counts[2].clamp(min=1)
-        pl_module.log("val/knn_top1", counts[0] / seen, sync_dist=False)
-        pl_module.log("val/knn_top5", counts[1] / seen, sync_dist=False)
-        self._bank, self._counts = None, None
+        top1, top5 = self._accuracy.compute()  # summed over processes
+        pl_module.log("val/knn_top1", top1, sync_dist=False)
+        pl_module.log("val/knn_top5", top5, sync_dist=False)
+        self._bank, self._accuracy = None, None

@@ -10,11 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssl import distributed
+from lightning_ssl.callbacks.accuracy import EpochAccuracy, batch_top1
+from lightning_ssl.lightning_types import eval_data
 from lightning_ssl.validation import check_values
 
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:
-    """Number of samples whose label is among the top-k logits, for each k (micro-averaged)."""
+    """Number of samples whose label is among the top-k logits, for each k (micro-averaged):
+    the hand count that the probe's and the kNN monitor's torchmetrics accuracies agree with."""
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = top == labels[:, None]
     return torch.stack([hits[:, :k].any(dim=1).sum() for k in ks]).float()
@@ -28,8 +31,8 @@ class OnlineLinearProbe(L.Callback):
     broadcast from rank 0, so the head is identical on every rank. Features are cast to float32
     (callbacks run outside autocast). Reports ``train/probe_top1`` and ``train/probe_loss`` per
     step and ``val/probe_top1``, ``val/probe_top5`` (``test/...`` when testing), micro-averaged
-    over the whole validation set of all processes. Labels below 0 (STL-10's unlabeled images)
-    are ignored.
+    over the whole validation set of all processes (:class:`EpochAccuracy`). Labels below 0
+    (STL-10's unlabeled images) are ignored.
 
     Args:
         lr: probe learning rate.
@@ -47,16 +50,17 @@ class OnlineLinearProbe(L.Callback):
         self.head: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._counts: Tensor | None = None
+        self._accuracy: EpochAccuracy | None = None
         self._labels_checked = False
 
     # ------------------------------------------------------------------ set-up and state
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.head is None:
             num_classes = int(
-                getattr(pl_module, "num_classes", 0) or trainer.datamodule.num_classes
+                getattr(pl_module, "num_classes", 0) or eval_data(trainer).num_classes
             )
-            self.head = nn.Linear(pl_module.backbone.dim, num_classes)
+            backbone: Any = pl_module.backbone  # the method's Backbone: its feature size is dim
+            self.head = nn.Linear(backbone.dim, num_classes)
 
     def _ready(self, device: torch.device) -> nn.Linear:
         """Move the head to ``device``, make it identical on every rank, restore saved state."""
@@ -100,24 +104,27 @@ class OnlineLinearProbe(L.Callback):
         labels = batch[1].repeat(features.shape[0] // batch[1].shape[0])
         keep = labels >= 0
         head = self._ready(features.device)
+        optimizer = self.optimizer
+        assert optimizer is not None, "built by _ready"
         self._check_labels(labels, head)
         with torch.enable_grad():
             logits = head(features[keep])
             loss = F.cross_entropy(logits, labels[keep])
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
         for param in head.parameters():
+            assert param.grad is not None, "set by the backward above"
             distributed.all_reduce_mean_(param.grad)
-        self.optimizer.step()
-        # a tensor division: no host sync on the training hot path
-        top1 = topk_correct(logits.detach(), labels[keep], (1,))[0] / keep.sum().clamp(min=1)
+        optimizer.step()
+        top1 = batch_top1(logits.detach(), labels[keep])  # a tensor: no host sync per step
         pl_module.log("train/probe_loss", loss.detach())
         pl_module.log("train/probe_top1", top1, prog_bar=True)
 
     # ------------------------------------------------------------------ evaluation
     def _eval_start(self, pl_module: L.LightningModule) -> None:
+        assert self.head is not None, "OnlineLinearProbe used before setup"
         self._labels_checked = False
-        self._counts = torch.zeros(3, device=pl_module.device)  # top1, top5, seen
+        self._accuracy = EpochAccuracy(self.head.out_features, pl_module.device)
 
     @torch.no_grad()
     def _eval_batch(self, outputs: Any, batch: Any) -> None:
@@ -125,20 +132,16 @@ class OnlineLinearProbe(L.Callback):
         head = self._ready(features.device)
         keep = labels >= 0
         self._check_labels(labels, head)
-        correct = topk_correct(head(features[keep]), labels[keep])
-        self._counts += torch.cat([correct, keep.sum().float()[None]])
+        if self._accuracy is not None:
+            self._accuracy.update(head(features[keep]), labels[keep])
 
     def _eval_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
-        if self._counts is None or trainer.sanity_checking:
+        if self._accuracy is None or trainer.sanity_checking:
             return
-        counts = trainer.strategy.reduce(self._counts.clone(), reduce_op="sum")
-        seen = counts[2].clamp(min=1)
-        pl_module.log(
-            f"{prefix}/probe_top1", counts[0] / seen, sync_dist=False, rank_zero_only=False
-        )
-        pl_module.log(
-            f"{prefix}/probe_top5", counts[1] / seen, sync_dist=False, rank_zero_only=False
-        )
+        top1, top5 = self._accuracy.compute()  # summed over processes
+        self._accuracy = None
+        pl_module.log(f"{prefix}/probe_top1", top1, sync_dist=False, rank_zero_only=False)
+        pl_module.log(f"{prefix}/probe_top5", top5, sync_dist=False, rank_zero_only=False)
 
     def _check_labels(self, labels: Tensor, head: nn.Linear) -> None:
         """Fail clearly on labels the head cannot predict (checked once: it syncs the host)."""
@@ -155,7 +158,13 @@ class OnlineLinearProbe(L.Callback):
         self._eval_start(pl_module)
 
     def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._eval_batch(outputs, batch)
 
@@ -166,7 +175,13 @@ class OnlineLinearProbe(L.Callback):
         self._eval_start(pl_module)
 
     def on_test_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._eval_batch(outputs, batch)
 

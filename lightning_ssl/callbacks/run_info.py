@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.run_folder import read_run_info, write_json_atomic
 
 #: Name of the metadata file in the run folders.
@@ -103,7 +104,8 @@ def ended(exception: BaseException, trainer: L.Trainer | None = None) -> dict[st
     if isinstance(exception, SIGTERMException):
         from lightning_ssl.signals import GracefulStop
 
-        stops = [c for c in (trainer.callbacks if trainer else []) if isinstance(c, GracefulStop)]
+        callbacks = trainer_attributes(trainer).callbacks if trainer else []
+        stops = [c for c in callbacks if isinstance(c, GracefulStop)]
         name = stops[0].received.name if stops and stops[0].received else "SIGTERM"
         return {"status": "interrupted", "signal": name, "ended_at": _now()}
     error = f"{type(exception).__name__}: {exception}"

@@ -73,6 +73,9 @@ class BatchedMultiCrop(torch.nn.Module):
         [(8, 3, 32, 32), (8, 3, 32, 32)]
     """
 
+    scale: Tensor  # buffers: 1 / std and -mean / std
+    shift: Tensor
+
     def __init__(
         self,
         groups: Sequence[ViewGroup],

@@ -140,7 +140,9 @@ def _jitter_factors(
     return factors
 
 
-def apply_to(images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args: Tensor):
+def apply_to(
+    images: Tensor, chosen: list[int], op: Callable[..., Tensor], *args: Tensor
+) -> Tensor:
     """``op`` on the samples listed in ``chosen`` (per-sample ``args`` indexed alike).
 
     The choice is a Python list (one host copy per decision table, not one per op); all or

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -105,6 +106,7 @@ class SSLDataModule(LightningDataModule):
     default_std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     eval_resize: ClassVar[bool] = True
     fixed_num_classes: ClassVar[int | None] = None
+    _hparams_initial: AttributeDict  # save_hyperparameters sets it
 
     def __init__(
         self,
@@ -256,7 +258,7 @@ class SSLDataModule(LightningDataModule):
         if split not in self._datasets:
             transform = self.train_transform if split == "train" else self.val_transform
             dataset = self.build_dataset(split, transform)
-            limit = self.hparams.val_subset if split == "val" else self.hparams.train_subset
+            limit = self.hparams["val_subset"] if split == "val" else self.hparams["train_subset"]
             self._datasets[split] = self._subset(dataset, limit)
         return self._datasets[split]
 
@@ -264,7 +266,7 @@ class SSLDataModule(LightningDataModule):
         size = len(dataset)  # type: ignore[arg-type]
         if limit is None or limit >= size:
             return dataset
-        generator = torch.Generator().manual_seed(self.hparams.seed)
+        generator = torch.Generator().manual_seed(self.hparams["seed"])
         return Subset(dataset, torch.randperm(size, generator=generator)[:limit].tolist())
 
     # -- loaders -----------------------------------------------------------------------------
@@ -304,7 +306,7 @@ class SSLDataModule(LightningDataModule):
         dataset = training_items(self.dataset("train"), self.images_on_device, indexed)
         per_image_views = self.train_transform is not None  # seeded by (seed, epoch, index)
         dataset, sampler = training_data(
-            dataset, self.batch_size, self.hparams.seed, self.trainer, per_image_views
+            dataset, self.batch_size, self.hparams["seed"], self.trainer, per_image_views
         )
         if self.images_on_device:  # indices and labels: cheaper to batch in this process
             return self._loader(dataset, self.batch_size, True, sampler, num_workers=0)
@@ -363,7 +365,7 @@ class SSLDataModule(LightningDataModule):
         if trainer is None:
             return None
         progress = trainer.fit_loop.epoch_loop.batch_progress.total
-        return seeded_generator((self.hparams.seed, trainer.global_rank, progress.ready), device)
+        return seeded_generator((self.hparams["seed"], trainer.global_rank, progress.ready), device)
 
     def val_dataloader(self) -> DataLoader:
         """Batches ``(images, labels)`` of the evaluation split, in order."""
@@ -392,4 +394,5 @@ class InMemoryDataModule(SSLDataModule):
         key = "train" if train else "val"
         if key not in self._loaded:
             self._loaded[key] = self.load_split(train)
-        return TensorImageDataset(*self._loaded[key], transform=transform)
+        images, labels = self._loaded[key]
+        return TensorImageDataset(images, labels, transform=transform)

@@ -134,10 +134,11 @@ def load_image(
         with warnings.catch_warnings():
             # max_pixels is the limit here; PIL's own (a warning, an error at twice) steps aside.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                check_pixels(path, *image.size, max_pixels)
-                image.load()
-                image = pil_to_rgb(image)
+            with Image.open(path) as opened:
+                width, height = opened.size
+                check_pixels(path, width, height, max_pixels)
+                opened.load()
+                image = pil_to_rgb(opened)
     except ImageTooLargeError:
         raise
     except Image.DecompressionBombError:
@@ -149,7 +150,7 @@ def load_image(
         ) from err
     height, width = shrunk_size(image.height, image.width, max_side)
     if (height, width) != (image.height, image.width):
-        image = image.resize((width, height), Image.BILINEAR, reducing_gap=None)
+        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     return image
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypedDict
 
 from lightning_ssl.data.transforms import ViewGroup
 
@@ -21,15 +22,24 @@ from lightning_ssl.data.transforms import ViewGroup
 BLUR_MIN_SIZE = 64
 
 
+class _Jitter(TypedDict):
+    """Colour jitter strengths, keyword arguments of :class:`ViewGroup`."""
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+
 #: Colour jitter strengths of BYOL (table 6), also DINO's; MoCo v2's differs in saturation.
-_BYOL_JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
+_BYOL_JITTER: _Jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
 #: SwAV's local crop scale, used by every preset but DINO when local crops are asked for.
-_SWAV_LOCAL_SCALE = (0.05, 0.14)
+_SWAV_LOCAL_SCALE: tuple[float, float] = (0.05, 0.14)
 #: A preset's global view groups, the colour jitter of its local crops and their crop scale.
-_Recipe = tuple[list[ViewGroup], dict[str, float], tuple[float, float]]
+_Recipe = tuple[list[ViewGroup], _Jitter, tuple[float, float]]
 
 
-def _strong_jitter(s: float) -> dict[str, float]:
+def _strong_jitter(s: float) -> _Jitter:
     """SimCLR's colour jitter of strength ``s``: (0.8s, 0.8s, 0.8s, 0.2s)."""
     return {"brightness": 0.8 * s, "contrast": 0.8 * s, "saturation": 0.8 * s, "hue": 0.2 * s}
 
@@ -52,7 +62,7 @@ def _swav(size: int, num_local: int) -> _Recipe:
 def _moco(size: int, num_local: int) -> _Recipe:
     """MoCo v2 (Chen et al., 2020, ``aug_plus`` of the official code): 2 views, scale (0.2, 1),
     jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2, blur 0.5."""
-    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+    jitter: _Jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
     return [ViewGroup(2, size, (0.2, 1.0), blur_prob=0.5, **jitter)], jitter, _SWAV_LOCAL_SCALE
 
 
@@ -140,8 +150,17 @@ def preset(
     if num_local < 0:
         raise ValueError(f"num_local must be >= 0, got {num_local}")
     if name == "none":
-        plain = {"flip_prob": 0.0, "jitter_prob": 0.0, "grayscale_prob": 0.0}
-        return [ViewGroup(2, global_size, (1.0, 1.0), (1.0, 1.0), **plain)]
+        return [
+            ViewGroup(
+                2,
+                global_size,
+                (1.0, 1.0),
+                (1.0, 1.0),
+                flip_prob=0.0,
+                jitter_prob=0.0,
+                grayscale_prob=0.0,
+            )
+        ]
     groups, jitter, local_scale = _RECIPES[name](global_size, num_local)
     if num_local > 0:
         local_size = local_size or default_local_size(global_size)

@@ -175,11 +175,11 @@ def _find_idx(root: Path, name: str) -> Path:
 def read_fashion_mnist(root: Path, train: bool) -> tuple[Tensor, Tensor]:
     """Read a Fashion-MNIST split, grey replicated to ``(N, 3, 28, 28)`` uint8."""
     prefix = "train" if train else "t10k"
-    images = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    grey = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} Fashion-MNIST {prefix} images but {len(labels)} labels")
-    images = torch.from_numpy(images.copy())[:, None].expand(-1, 3, -1, -1).contiguous()
+    if len(grey) != len(labels):
+        raise ValueError(f"{len(grey)} Fashion-MNIST {prefix} images but {len(labels)} labels")
+    images = torch.from_numpy(grey.copy())[:, None].expand(-1, 3, -1, -1).contiguous()
     return images, torch.from_numpy(labels.astype(np.int64))
 
 

@@ -164,7 +164,9 @@ def training_position(
         if isinstance(limit, int)
         else int(loader_batches * (limit or 1.0))
     )
-    processed = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+    # Lightning declares the field as the base tracker but builds a _ProcessedTracker.
+    total = trainer.fit_loop.epoch_loop.batch_progress.total
+    processed = total.processed  # type: ignore[attr-defined]
     epoch, offset = divmod(processed, max(1, per_epoch))
     return epoch, offset * batch_size, per_epoch * batch_size
 

@@ -57,5 +57,6 @@ class STL10DataModule(InMemoryDataModule):
             return labelled
         if "unlabeled" not in self._loaded:
             self._loaded["unlabeled"] = read_stl10(self.data_dir, "unlabeled")
-        unlabeled = TensorImageDataset(*self._loaded["unlabeled"], transform=transform)
+        images, labels = self._loaded["unlabeled"]
+        unlabeled = TensorImageDataset(images, labels, transform=transform)
         return ConcatDataset([labelled, unlabeled])

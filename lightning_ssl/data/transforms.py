@@ -114,7 +114,7 @@ def _ordered_pair(
         raise ValueError(
             f"ViewGroup.{name} must satisfy {low} < min <= max <= {high}, got {value!r}"
         )
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def blur_kernel_size(size: int) -> int:
@@ -157,14 +157,14 @@ class RandomGaussianBlur:
         half = self.kernel_size // 2
         offsets = torch.arange(-half, half + 1, dtype=torch.float32)
         weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
-        weights = (weights / weights.sum()).tolist()
+        taps: list[float] = (weights / weights.sum()).tolist()
         height, width = image.shape[-2:]
         padded = torch.nn.functional.pad(image.float()[None], (half,) * 4, mode="reflect")[0]
         rows = torch.zeros(*padded.shape[:-1], width)
-        for i, weight in enumerate(weights):
+        for i, weight in enumerate(taps):
             rows.add_(padded[..., i : i + width], alpha=weight)
         out = torch.zeros(*image.shape[:-2], height, width)
-        for i, weight in enumerate(weights):
+        for i, weight in enumerate(taps):
             out.add_(rows[..., i : i + height, :], alpha=weight)
         return out.round_().clamp_(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else out
 

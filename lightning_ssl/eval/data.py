@@ -10,7 +10,7 @@ validation and test loaders through unchanged.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any
 
 import lightning as L
@@ -85,8 +85,8 @@ def dataset_labels(dataset: Dataset) -> Tensor:
         return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     if isinstance(dataset, ConcatDataset):
         return torch.cat([dataset_labels(d) for d in dataset.datasets])
-    if isinstance(getattr(dataset, "labels", None), Tensor):
-        return dataset.labels.long()
+    if isinstance(labels := getattr(dataset, "labels", None), Tensor):
+        return labels.long()
     if hasattr(dataset, "samples"):
         return torch.tensor([label for _, label in dataset.samples])
     return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
@@ -120,7 +120,8 @@ class LinearEvalDataModule(L.LightningDataModule):
         indices_only: bool = False,
     ) -> None:
         super().__init__()
-        self.data, self.augment, self.crop_scale = data, augment, tuple(crop_scale)
+        self.data, self.augment = data, augment
+        self.crop_scale = (crop_scale[0], crop_scale[1])  # a list when read from YAML
         self.indices_only = indices_only
         self.batch_size = data.batch_size
 
@@ -152,12 +153,12 @@ class LinearEvalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         trainer = self.trainer
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[int] = DistributedSampler(
             dataset,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
             shuffle=True,
-            seed=self.data.hparams.seed,
+            seed=self.data.hparams["seed"],
         )
         workers = 0 if self.indices_only else self.data.num_workers
         return DataLoader(
@@ -202,6 +203,7 @@ def encode_dataset(
         >>> feats, labels = encode_dataset(backbone, loader, torch.device("cpu"))  # doctest: +SKIP
     """
     dataset = loader.dataset
+    assert isinstance(dataset, Sized), "encoding a dataset needs its length"
     size, world, rank = len(dataset), distributed.world_size(), distributed.rank()
     shard_loader = DataLoader(
         Subset(dataset, list(range(rank, size, world))),

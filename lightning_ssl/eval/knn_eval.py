@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.eval.data import encode_dataset
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
+from lightning_ssl.lightning_types import AttributeDict, eval_data, saved_hparams
 from lightning_ssl.nn.knn import knn_predict
 
 
@@ -69,6 +70,11 @@ class KNNEvaluation(L.LightningModule):
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self._bank: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
+        return saved_hparams(super().hparams)
+
     def train(self, mode: bool = True) -> KNNEvaluation:
         super().train(mode)
         self.encoder.eval()
@@ -80,7 +86,7 @@ class KNNEvaluation(L.LightningModule):
 
     def build_bank(self) -> tuple[Tensor, Tensor]:
         """Normalized features and labels of the whole training split (on every process)."""
-        loader = self.trainer.datamodule.train_eval_dataloader()
+        loader = eval_data(self.trainer).train_eval_dataloader()
         context = self.trainer.precision_plugin.forward_context
         return encode_dataset(self.encoder, loader, self.device, normalize=True, context=context)
 

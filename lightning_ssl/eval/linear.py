@@ -14,12 +14,13 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -27,6 +28,12 @@ from lightning_ssl.data import SSLDataModule
 from lightning_ssl.eval.data import LinearEvalDataModule, encode_dataset
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
 from lightning_ssl.lars import LARS, LARS_PRESETS
+from lightning_ssl.lightning_types import (
+    AttributeDict,
+    eval_data,
+    saved_hparams,
+    trainer_attributes,
+)
 from lightning_ssl.optim import ScalingRule, parameter_groups, scaled_lr
 from lightning_ssl.schedules import linear_warmup_cosine
 
@@ -113,6 +120,12 @@ class LinearEvaluation(L.LightningModule):
         self._cache: Tensor | None = None
         self.effective_lr: float | None = None
 
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
+        return saved_hparams(super().hparams)
+
     def wrap_datamodule(self, data: SSLDataModule) -> LinearEvalDataModule:
         """The labelled loaders this evaluation trains on, over ``data``'s splits."""
         hp = self.hparams
@@ -132,7 +145,7 @@ class LinearEvaluation(L.LightningModule):
     # ----------------------------------------------------------------- training
     def on_train_start(self) -> None:
         if self.hparams.cache_features and self._cache is None:
-            loader = self.trainer.datamodule.train_eval_dataloader()
+            loader = eval_data(self.trainer).train_eval_dataloader()
             context = self.trainer.precision_plugin.forward_context
             self._cache, _ = encode_dataset(self.encoder, loader, self.device, context=context)
 
@@ -154,10 +167,14 @@ class LinearEvaluation(L.LightningModule):
         self.log("train/top1", top1)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp, trainer = self.hparams, self.trainer
         total = int(trainer.estimated_stepping_batches)
-        loader = trainer.train_dataloader or trainer.datamodule.train_dataloader()
+        loader = trainer.train_dataloader
+        if loader is None:  # not loaded yet by the fit loop: the DataModule's
+            datamodule = trainer_attributes(trainer).datamodule
+            assert datamodule is not None, "LinearEvaluation trains on a DataModule"
+            loader = datamodule.train_dataloader()
         batch = loader.batch_size * trainer.world_size
         self.effective_lr = scaled_lr(hp.lr, batch * trainer.accumulate_grad_batches, hp.lr_scaling)
         lr = self.effective_lr
@@ -195,7 +212,7 @@ class LinearEvaluation(L.LightningModule):
         images, labels = batch
         logits = self(images)
         for k in (1, 5):
-            metric = self.metrics[f"{stage}_top{k}"]
+            metric = cast(MulticlassAccuracy, self.metrics[f"{stage}_top{k}"])
             metric(logits, labels)
             self.log(f"{stage}/top{k}", metric, on_epoch=True, prog_bar=k == 1)
 

@@ -47,7 +47,7 @@ def known_classes() -> dict[str, type[LightningModule]]:
     return classes
 
 
-def _subclasses(cls: type) -> Iterator[type]:
+def _subclasses(cls: type[Any]) -> Iterator[type[Any]]:
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)

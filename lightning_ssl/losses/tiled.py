@@ -12,6 +12,7 @@ gradients in the same way); the positive logits are cheap row-wise dot products.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +45,8 @@ class _TiledLogSumExp(torch.autograd.Function):
     """``lse[r] = logsumexp_c(q[r] . k[c] / T)`` over all ``c != self_cols[r]``, tile by tile."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
+    def forward(
+        ctx: Any,  # torch's FunctionCtx, carrying temperature and tile to the backward
         q: Tensor,
         k: Tensor,
         temperature: float,
@@ -70,7 +71,9 @@ class _TiledLogSumExp(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_lse: Tensor):  # type: ignore[override]
+    def backward(
+        ctx: Any, grad_lse: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         q_scaled, k, lse, self_cols = ctx.saved_tensors
         need_q, need_k = ctx.needs_input_grad[:2]
         # d lse[r] / d logit[r, c] = softmax[r, c], and logit = q . k / T: grad_q[r] is

@@ -6,11 +6,13 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.lars import LarsPresetName
+from lightning_ssl.lightning_types import AttributeDict, saved_hparams, trainer_attributes
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 from lightning_ssl.optim import OptimizerName, ScalingRule
@@ -104,8 +106,13 @@ class SSLMethod(L.LightningModule):
         self.num_classes = num_classes
         self.effective_lr: float | None = None
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
+        return saved_hparams(super().hparams)
+
     @classmethod
-    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, without re-reading a ``pretrained`` start: the checkpoint's weights
         replace it (its file may be gone since training)."""
         with skipping_pretrained():
@@ -130,7 +137,7 @@ class SSLMethod(L.LightningModule):
         loss: Tensor,
         features: list[Tensor],
         embeddings: Tensor | list[Tensor] | None = None,
-        **terms: Tensor,
+        **terms: Tensor | float,
     ) -> dict[str, Any]:
         """Log ``train/loss`` and ``train/<term>``; return what callbacks read.
 
@@ -145,7 +152,7 @@ class SSLMethod(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/{name}", value)
-        out = {"loss": loss, "features": torch.cat(features).detach()}
+        out: dict[str, Any] = {"loss": loss, "features": torch.cat(features).detach()}
         if embeddings is not None:
             views = [embeddings] if isinstance(embeddings, Tensor) else embeddings
             out["embeddings"] = [z.detach() for z in views]
@@ -186,7 +193,8 @@ class SSLMethod(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         # Lightning lets a module's callbacks replace the Trainer's of the same type: keep a
         # guard or monitor the user configured (e.g. a less frequent check) instead.
-        configured = self.trainer.callbacks if self._trainer is not None else []
+        trainer = self._trainer
+        configured = trainer_attributes(trainer).callbacks if trainer is not None else []
         defaults = [NonFiniteLossGuard(), CollapseMonitor()]
         return [d for d in defaults if not any(type(c) is type(d) for c in configured)]
 
@@ -198,7 +206,7 @@ class SSLMethod(L.LightningModule):
         (not a key mismatch); apply this run's other values from the resumed step."""
         reconcile(self, checkpoint)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """The base's optimizer with per-step warm-up and cosine decay (:mod:`.optim_setup`)."""
         self.effective_lr, config = assemble_optimizer(
             self, self.hparams, self.param_group_overrides(), self.no_decay_group_options()

@@ -102,8 +102,9 @@ class BYOL(SSLMethod):
         with torch.no_grad():
             t = [self.teacher(x) for x in views[:n_global]]
         D = BYOL_LOSSES[self.hparams.loss_form]
-        loss = sum(
+        terms = [
             torch.stack([D(p_i, t_j) for i, p_i in enumerate(p) if i != j]).mean()
             for j, t_j in enumerate(t)
-        )
+        ]
+        loss = sum(terms[1:], terms[0])
         return self.step_output(loss, h[:n_global], embeddings=z[:n_global])

@@ -64,6 +64,7 @@ class DINO(SSLMethod):
     """
 
     supports_local_crops: ClassVar[bool] = True
+    center: Tensor  # buffer: the running mean of the teacher outputs
 
     def __init__(
         self,
@@ -110,8 +111,8 @@ class DINO(SSLMethod):
         global_views = views[: self.hparams.num_global_crops]
         student_out = self.head(torch.cat(self.encode(self.backbone, views))).chunk(len(views))
         with torch.no_grad():
-            teacher_h = self.encode(self.teacher.backbone, global_views)
-            teacher_out = self.teacher.head(torch.cat(teacher_h)).chunk(len(global_views))
+            teacher_h = self.encode(self.teacher["backbone"], global_views)
+            teacher_out = self.teacher["head"](torch.cat(teacher_h)).chunk(len(global_views))
         temp = self.teacher_temperature(self.global_step)
         loss = dino_loss(student_out, teacher_out, self.center, self.hparams.student_temp, temp)
         entropy = dino_teacher_entropy(teacher_out, self.center, temp)
@@ -134,7 +135,7 @@ class DINO(SSLMethod):
 
     def extract_features(self, images: Tensor) -> Tensor:
         """Teacher backbone features: DINO evaluates the teacher (k-NN and linear probe)."""
-        return self.teacher.backbone(images)
+        return self.teacher["backbone"](images)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -87,7 +87,9 @@ class MoCo(SSLMethod):
 
     def configure_callbacks(self) -> list[L.Callback]:
         hp = self.hparams
-        schedule = "constant" if hp.tau_base == hp.tau_final else "cosine"
+        schedule: Literal["cosine", "constant"] = (
+            "constant" if hp.tau_base == hp.tau_final else "cosine"
+        )
         student = nn.Sequential(self.backbone, self.projector)
         return [
             *super().configure_callbacks(),

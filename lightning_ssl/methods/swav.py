@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import torch
@@ -81,7 +81,8 @@ class SwAV(SSLMethod):
     def configure_callbacks(self) -> list[L.Callback]:
         start = self.hparams.queue_start_epoch
         updaters = [
-            QueueUpdater(q, f"queue_{i}", start_epoch=start) for i, q in enumerate(self.queues)
+            QueueUpdater(cast(FeatureQueue, q), f"queue_{i}", start_epoch=start)
+            for i, q in enumerate(self.queues)
         ]
         return [*super().configure_callbacks(), *updaters]
 
@@ -115,7 +116,9 @@ class SwAV(SSLMethod):
         """Sinkhorn-Knopp codes ``(B, K)`` of global crop ``crop`` from its scores ``(B, K)``."""
         batch = scores.shape[0]
         queue = self.queues[crop] if self.queues else None
-        if queue is not None and (queue.is_full() or not self.hparams.queue_wait_until_full):
+        if isinstance(queue, FeatureQueue) and (
+            queue.is_full() or not self.hparams.queue_wait_until_full
+        ):
             stored = queue.valid()
             share = stored.shape[0] // distributed.world_size()
             rows = stored[distributed.rank() * share :][:share]

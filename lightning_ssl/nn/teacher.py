@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 from torch import nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def frozen_copy(module: nn.Module) -> nn.Module:
+
+def frozen_copy(module: ModuleT) -> ModuleT:
     """A deep copy of ``module`` whose parameters take no gradient (an EMA teacher's start).
 
     Examples:

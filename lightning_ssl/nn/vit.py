@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -60,8 +61,9 @@ def use_sincos_position_embedding(vit: nn.Module, temperature: float = 10000.0) 
         raise ValueError(f"{type(vit).__name__} has no learned pos_embed to replace")
     if getattr(vit, "num_prefix_tokens", 1) != 1 or getattr(vit, "no_embed_class", False):
         raise ValueError("the sin-cos embedding assumes one class token with a position embedding")
-    grid = tuple(int(s) for s in vit.patch_embed.grid_size)
-    fixed = sincos_2d_position_embedding(grid, pos_embed.shape[-1], temperature)
+    patch_embed: Any = vit.patch_embed  # timm's PatchEmbed
+    height, width = (int(s) for s in patch_embed.grid_size)
+    fixed = sincos_2d_position_embedding((height, width), pos_embed.shape[-1], temperature)
     vit.pos_embed = nn.Parameter(fixed.to(pos_embed), requires_grad=False)
 
 
@@ -82,8 +84,8 @@ def mocov3_vit_init_(vit: nn.Module) -> None:
                 nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-    if getattr(vit, "cls_token", None) is not None:
-        nn.init.normal_(vit.cls_token, std=1e-6)
+    if isinstance(cls_token := getattr(vit, "cls_token", None), Tensor):
+        nn.init.normal_(cls_token, std=1e-6)
     proj = getattr(getattr(vit, "patch_embed", None), "proj", None)
     if isinstance(proj, nn.Conv2d):
         fan = 3 * math.prod(proj.kernel_size) + proj.out_channels
