@@ -31,6 +31,7 @@ def lightning_ssl_in_process(
         stack.enter_context(_environment(env or {}))
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
+        stack.callback(_finish_wandb)
         code = _exit_status(list(args), err)
     argv = ["lightning-ssl", *args]
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
@@ -49,6 +50,14 @@ def _exit_status(argv: list[str], err: io.StringIO) -> int:
         err.write(traceback.format_exc())
         return 1
     return 0
+
+
+def _finish_wandb() -> None:
+    """Close a W&B run left open, as the exit of a fresh process does (else the next command's
+    WandbLogger would log into it)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 @contextlib.contextmanager

@@ -83,6 +83,7 @@ def test_data_values_are_linked_into_the_model(cifar10_dir, tmp_path, monkeypatc
             "--data.init_args.num_workers=0",
             "--data.init_args.num_local_crops=2",
             "--data.init_args.local_size=16",
+            *_small_model_args(REPO / "configs/dino/cifar10.yaml"),
         ]
     )
     hp = cli.model.hparams
@@ -164,6 +165,10 @@ def test_fit_then_resume_from_last_then_validate_and_test(cifar10_dir, tmp_path,
         "--data.init_args.train_subset=64",
         "--data.init_args.val_subset=32",
         "--model.init_args.proj_hidden_dim=64",
+        # The run folder, resume and logs are the subject: a tiny backbone (the stem's 32 px
+        # ResNet-18 was most of this test's time).
+        "--model.init_args.backbone=timm:test_resnet",
+        "--model.init_args.cifar_stem=false",
     ]
     run_cli(["fit", *common, "--trainer.max_epochs=1"])
     (last,) = (tmp_path / "runs/simclr-cifar10/checkpoints").iterdir()  # one checkpoint
