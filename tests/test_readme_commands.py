@@ -1,16 +1,20 @@
 """Every ``lightning-ssl`` command of the README runs as written, in the README's order and in one
 folder (a resume finds the run the line before made), with tiny settings appended and the data
-placeholders pointed at the test data. Only the multi-GPU line is left out: it asks for 8 GPUs."""
+placeholders pointed at the test data. Only the multi-GPU line is left out: it asks for 8 GPUs.
+
+They run through the console script's ``main`` in this process (what ``lightning-ssl`` runs, less
+the 5-10 s of imports each fresh process paid); a fresh ``lightning-ssl`` process is the subject
+of tests/test_packaging.py and tests/test_multiprocess_cli.py."""
 
 from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli_run import lightning_ssl_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDERS = ("path/to/cifar10", "<cifar10-jpeg>", "DIR")
@@ -66,14 +70,12 @@ def as_run(command: str, data_dir: Path) -> list[str]:
     argv = shlex.split(command)[1:]
     if argv[0] in ("fit", "validate", "test"):
         argv += TINY
-    return [sys.executable, "-m", "lightning_ssl", *argv]
+    return argv
 
 
 @pytest.mark.parametrize("index", range(len(COMMANDS)), ids=lambda i: COMMANDS[i][14:60])
 def test_readme_command_runs_as_written(index, workdir, cifar10_dir):
     command = COMMANDS[index]
-    result = subprocess.run(
-        as_run(command, cifar10_dir), cwd=workdir, capture_output=True, text=True, timeout=600
-    )
+    result = lightning_ssl_in_process(*as_run(command, cifar10_dir), cwd=workdir)
     assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -4,7 +4,7 @@ Two attacks, each planted in every entry point a user runs:
 
 * a pickle whose ``__reduce__`` writes a marker file (runs on ``torch.load(weights_only=False)``);
 * a checkpoint of plain values whose ``_class_path`` names a module that writes a marker when
-  imported (placed on ``sys.path`` / ``PYTHONPATH`` by the test).
+  imported (placed on ``sys.path`` by the test).
 
 Each must leave no marker; the pickle must fail with one line saying the file is not a safe
 checkpoint (no traceback). Real checkpoints of every method still load, evaluate and export.
@@ -13,7 +13,6 @@ checkpoint (no traceback). Real checkpoints of every method still load, evaluate
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from lightning_ssl.eval.knn_eval import KNNEvaluation
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.eval.registry import known_classes
 from lightning_ssl.export import export_backbone
+from tests.cli_run import lightning_ssl_in_process
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,18 +84,11 @@ def _class_path_checkpoint(path: Path, class_path: str) -> Path:
     return path
 
 
-def _cli(*args: str, cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled")
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_ssl", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lightning-ssl ARGS`` through the console script's main in this process: a payload that
+    ran or a module that was imported would show here as in a fresh process (marker files,
+    ``sys.modules``), without its 5-10 s of imports."""
+    return lightning_ssl_in_process(*args, cwd=cwd, env={"WANDB_MODE": "disabled"})
 
 
 def _data(cifar10_dir: Path) -> list[str]:
@@ -182,14 +175,14 @@ def test_the_cli_never_imports_a_class_path_from_the_checkpoint(
     marker_module, cifar10_dir, tmp_path
 ):
     """LightningCLI alone would set ``--model`` to the file's ``_class_path`` and import it."""
-    folder, marker = marker_module
+    _, marker = marker_module
     checkpoint = _class_path_checkpoint(tmp_path / "cls.ckpt", "evil_module.SimCLR")
     config = f"--config={REPO}/configs/simclr/cifar10.yaml"
-    result = _cli(
-        "validate", config, f"--ckpt_path={checkpoint}", *_data(cifar10_dir),
-        cwd=tmp_path, pythonpath=folder,
-    )  # fmt: skip
+    # ``marker_module`` puts the module's folder on sys.path: it could be imported.
+    args = ["validate", config, f"--ckpt_path={checkpoint}", *_data(cifar10_dir)]
+    result = _cli(*args, cwd=tmp_path)
     assert not marker.exists(), "the module named by the checkpoint was imported"
+    assert "evil_module" not in sys.modules
     assert result.returncode != 0  # its empty state dict does not fit SimCLR
 
 

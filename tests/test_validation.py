@@ -4,15 +4,13 @@ the method is built, with a message naming the class, the argument and the value
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lightning_ssl import callbacks, data, methods
 from lightning_ssl.validation import InvalidValueError, check_trainer
+from tests.cli_run import lightning_ssl_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = [getattr(methods, n) for n in methods.__all__ if n != "SSLMethod"]
@@ -67,14 +65,10 @@ def test_trainer_accumulation_zero_is_named_not_a_zero_division():
     ["--model.init_args.temperature=-0.1", "--trainer.accumulate_grad_batches=0"],
 )
 def test_the_cli_prints_one_clear_line(arg, cifar10_dir, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "lightning_ssl", "fit",
-            f"--config={REPO / 'configs/simclr/cifar10.yaml'}",
-            f"--data.init_args.data_dir={cifar10_dir}", "--trainer.accelerator=cpu", arg,
-        ],
-        cwd=tmp_path, env=dict(os.environ, WANDB_MODE="disabled"),
-        capture_output=True, text=True, timeout=600,
+    result = lightning_ssl_in_process(
+        "fit", f"--config={REPO / 'configs/simclr/cifar10.yaml'}",
+        f"--data.init_args.data_dir={cifar10_dir}", "--trainer.accelerator=cpu", arg,
+        cwd=tmp_path, env={"WANDB_MODE": "disabled"},
     )  # fmt: skip
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "lightning-ssl: error:" in line]

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lightning_ssl.compare import main as compare_main
+from tests.cli_run import lightning_ssl_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs/simclr/quickstart.yaml"
@@ -39,13 +40,9 @@ def tiny(cifar10_dir: Path) -> list[str]:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "lightning_ssl", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """The commands after the Ctrl-C run the console script's main in this process (each fresh
+    interpreter only added 5-10 s of imports); the interrupted fit is a real process."""
+    result = lightning_ssl_in_process(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
