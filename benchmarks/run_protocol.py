@@ -16,9 +16,9 @@ runner then prints each method's figure beside the published one
 
 The ``cpu`` protocol also makes a reference run, ``untrained``: the SimCLR config at lr 0, so
 the backbone keeps its random initialisation (only its BatchNorm statistics and the online probe,
-which has its own optimizer, move). A method *learns* when its final probe and kNN top-1 beat
-that reference's by ``LEARN_MARGIN`` points; the runner prints the verdicts and writes them, the
-exact command, dates, machine and chance level beside the table (``--out``).
+which has its own optimizer, move). A method *learns* when its final kNN top-1 beats that
+reference's by more than ``LEARN_MARGIN`` points; the runner prints the verdicts and writes them,
+the exact command, dates, machine and chance level beside the table (``--out``).
 
 ``--time-limit SECONDS`` bounds one invocation (e.g. a 10-minute command limit): each run gets
 the time left as ``--trainer.max_time``, stops cleanly with its ``last.ckpt`` (mid-epoch
@@ -72,8 +72,10 @@ PUBLISHED = REPO / "benchmarks" / "cifar10" / "published.yaml"
 TIME_MARGIN = 90
 #: Reference runs of a protocol: run name -> (method whose config it runs, extra fit arguments).
 REFERENCES = {"cpu": {"untrained": ("simclr", ["--model.init_args.lr=0"])}}
-#: Points a method's final probe and kNN top-1 must beat the ``untrained`` reference's by: the
-#: spread of one seeded run across CPUs is about 1 point (README, quickstart).
+#: Points a method's final kNN top-1 must beat the ``untrained`` reference's by: the spread of
+#: one seeded run across CPUs is about 1 point (README, quickstart). kNN, not the online probe:
+#: the probe trains while the features move under it, so after 6 epochs it lags a learning
+#: backbone more than the reference's fixed one (shown beside the verdict, not part of it).
 LEARN_MARGIN = 2.0
 #: Top-1 of a constant guess, in %: CIFAR-10's 10 balanced classes.
 CHANCE = {"cpu": 10.0}
@@ -197,16 +199,16 @@ def _final_percent(run_dir: Path, metric: str) -> float:
 
 
 def learning_verdicts(protocol: str, runs: dict[str, Path]) -> list[str]:
-    """One line per method: its final probe and kNN top-1 against the ``untrained`` reference's
-    plus ``LEARN_MARGIN``; empty when the protocol has no finished reference."""
+    """One line per method: its final kNN top-1 against the ``untrained`` reference's plus
+    ``LEARN_MARGIN`` (probe top-1 beside it); empty without a finished reference."""
     reference = runs.get("untrained")
     if reference is None or not _finished(reference):
         return []
     metrics = ("val/probe_top1", "val/knn_top1")
     probe0, knn0 = (_final_percent(reference, m) for m in metrics)
     lines = [
-        f"{protocol}: learns = final probe top-1 > {probe0:.1f} + {LEARN_MARGIN:g} and final kNN "
-        f"top-1 > {knn0:.1f} + {LEARN_MARGIN:g} (the untrained reference's, lr 0); chance "
+        f"{protocol}: learns = final kNN top-1 > {knn0:.1f} + {LEARN_MARGIN:g} (the untrained "
+        f"reference's, lr 0; its probe top-1: {probe0:.1f}); chance "
         f"{CHANCE.get(protocol, float('nan')):g}"
     ]
     for name, run_dir in runs.items():
@@ -216,9 +218,8 @@ def learning_verdicts(protocol: str, runs: dict[str, Path]) -> list[str]:
             lines.append(f"  {name:13s} not finished")
             continue
         probe, knn = (_final_percent(run_dir, m) for m in metrics)
-        learns = probe > probe0 + LEARN_MARGIN and knn > knn0 + LEARN_MARGIN
-        verdict = "LEARNS" if learns else "DOES NOT LEARN"
-        lines.append(f"  {name:13s} probe {probe:5.1f}  kNN {knn:5.1f}  {verdict}")
+        verdict = "LEARNS" if knn > knn0 + LEARN_MARGIN else "DOES NOT LEARN"
+        lines.append(f"  {name:13s} kNN {knn:5.1f}  probe {probe:5.1f}  {verdict}")
     return lines
 
 

@@ -71,21 +71,20 @@ def _probe_knn_run(folder: Path, probe: float, knn: float, done: int = 6) -> Pat
     return folder
 
 
-def test_a_method_learns_only_when_probe_and_knn_both_beat_the_untrained_reference(tmp_path):
+def test_a_method_learns_when_its_knn_beats_the_untrained_reference_by_the_margin(tmp_path):
     margin = run_protocol.LEARN_MARGIN / 100
     runs = {
-        "simclr": _probe_knn_run(tmp_path / "simclr", 0.30 + margin + 0.001, 0.32 + margin + 0.001),
-        "dino": _probe_knn_run(tmp_path / "dino", 0.30 + margin - 0.001, 0.40),  # probe too low
+        "simclr": _probe_knn_run(tmp_path / "simclr", 0.20, 0.32 + margin + 0.001),
         "byol": _probe_knn_run(tmp_path / "byol", 0.40, 0.32 + margin - 0.001),  # kNN too low
         "moco": _probe_knn_run(tmp_path / "moco", 0.40, 0.40, done=3),
         "untrained": _probe_knn_run(tmp_path / "untrained", 0.30, 0.32),
     }
     lines = run_protocol.learning_verdicts("cpu", runs)
-    assert "30.0 + 2" in lines[0] and "32.0 + 2" in lines[0] and "chance 10" in lines[0]
+    assert "> 32.0 + 2" in lines[0] and "probe top-1: 30.0" in lines[0] and "chance 10" in lines[0]
     verdicts = {line.split()[0]: line for line in lines[1:]}
-    assert set(verdicts) == {"simclr", "dino", "byol", "moco"}
-    assert verdicts["simclr"].endswith(" LEARNS")
-    assert verdicts["dino"].endswith("DOES NOT LEARN")
+    assert set(verdicts) == {"simclr", "byol", "moco"}
+    # the probe is shown, not judged: below the reference's and still learning
+    assert verdicts["simclr"].endswith(" LEARNS") and "probe  20.0" in verdicts["simclr"]
     assert verdicts["byol"].endswith("DOES NOT LEARN")
     assert verdicts["moco"].endswith("not finished")
     # without a finished reference there is nothing to judge against
