@@ -14,10 +14,17 @@ wall time), so every number in it can be traced to a run. For ``lightly`` and ``
 runner then prints each method's figure beside the published one
 (``benchmarks/cifar10/published.yaml``) with pass/fail at the protocol's tolerance.
 
+The ``cpu`` protocol also makes a reference run, ``untrained``: the SimCLR config at lr 0, so
+the backbone keeps its random initialisation (only its BatchNorm statistics and the online probe,
+which has its own optimizer, move). A method *learns* when its final kNN top-1 beats that
+reference's by more than ``LEARN_MARGIN`` points; the runner prints the verdicts and writes them,
+the exact command, dates, machine and chance level beside the table (``--out``).
+
 ``--time-limit SECONDS`` bounds one invocation (e.g. a 10-minute command limit): each run gets
 the time left as ``--trainer.max_time``, stops cleanly with its ``last.ckpt`` (mid-epoch
 included) and the same command continues it next time; a run counts as finished only once
-``run.json`` says all its epochs are done.
+``run.json`` says all its epochs are done. ``--table-only`` runs nothing and writes the table of
+the runs finished so far (e.g. while other invocations still run the rest).
 
 Example::
 
@@ -32,15 +39,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from lightning_ssl.commands import split_passthrough
-from lightning_ssl.compare import compare, load_run
+from lightning_ssl.compare import Run, compare, load_run, plot
+from lightning_ssl.compare_plots import PLOTS
 from lightning_ssl.grid import loggers_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +73,15 @@ CPU_ONLY_METHODS = ("instdisc",)
 PUBLISHED = REPO / "benchmarks" / "cifar10" / "published.yaml"
 #: Seconds kept back from --time-limit for start-up and the final checkpoint.
 TIME_MARGIN = 90
+#: Reference runs of a protocol: run name -> (method whose config it runs, extra fit arguments).
+REFERENCES = {"cpu": {"untrained": ("simclr", ["--model.init_args.lr=0"])}}
+#: Points a method's final kNN top-1 must beat the ``untrained`` reference's by: the spread of
+#: one seeded run across CPUs is about 1 point (README, quickstart). kNN, not the online probe:
+#: the probe trains while the features move under it, so after 6 epochs it lags a learning
+#: backbone more than the reference's fixed one (shown beside the verdict, not part of it).
+LEARN_MARGIN = 2.0
+#: Top-1 of a constant guess, in %: CIFAR-10's 10 balanced classes.
+CHANCE = {"cpu": 10.0}
 OVERLAYS = {
     "lightly": ("cifar10", "benchmarks/cifar10/lightly.yaml"),
     "solo-learn": ("cifar10", "benchmarks/cifar10/solo_learn.yaml"),
@@ -98,6 +118,18 @@ def max_time(seconds: float) -> str:
     return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def jobs_for(protocol: str, methods: list[str]) -> list[tuple[str, str, list[str]]]:
+    """``(run name, method, extra fit arguments)`` of every run: the methods, then references.
+
+    Example:
+        >>> jobs_for("cpu", ["byol"])
+        [('byol', 'byol', []), ('untrained', 'simclr', ['--model.init_args.lr=0'])]
+    """
+    jobs = [(method, method, []) for method in methods]
+    references = REFERENCES.get(protocol, {})
+    return jobs + [(name, method, list(args)) for name, (method, args) in references.items()]
+
+
 def run_method(
     protocol: str,
     method: str,
@@ -105,15 +137,18 @@ def run_method(
     data_dir: str,
     extra: list[str],
     seconds: float | None = None,
+    name: str | None = None,
 ) -> tuple[Path, int]:
-    """Run (or resume) one method, for at most ``seconds``; return its folder and exit code."""
-    run_dir = root / protocol / method
+    """Run (or resume) one method in ``root/protocol/name`` for at most ``seconds``; return
+    its folder and exit code."""
+    name = name or method
+    run_dir = root / protocol / name
     if _finished(run_dir):
-        print(f"[{method}] finished before: {run_dir}", flush=True)
+        print(f"[{name}] finished before: {run_dir}", flush=True)
         return run_dir, 0
     configs = configs_for(protocol, method)
     merged = yaml.safe_load(configs[0].read_text())
-    loggers = loggers_for(merged, run_dir, group=f"{protocol}-protocol", name=method, tags=[])
+    loggers = loggers_for(merged, run_dir, group=f"{protocol}-protocol", name=name, tags=[])
     command = [sys.executable, "-m", "lightning_ssl", "fit"]
     command += [f"--config={c}" for c in configs]
     command += [
@@ -130,7 +165,7 @@ def run_method(
     start = time.perf_counter()
     with open(run_dir / "protocol.log", "a") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    print(f"[{method}] exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"[{name}] exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
     return run_dir, code
 
 
@@ -158,6 +193,82 @@ def published_verdicts(protocol: str, runs: dict[str, Path]) -> list[str]:
     return lines
 
 
+def _final_percent(run_dir: Path, metric: str) -> float:
+    """The run's last logged ``metric`` in % (nan when never logged)."""
+    value = load_run(run_dir).final(metric)
+    if value is None:
+        return float("nan")
+    return 100 * value if value <= 1 else value
+
+
+def learning_verdicts(protocol: str, runs: dict[str, Path]) -> list[str]:
+    """One line per method: its final kNN top-1 against the ``untrained`` reference's plus
+    ``LEARN_MARGIN`` (probe top-1 beside it); empty without a finished reference."""
+    reference = runs.get("untrained")
+    if reference is None or not _finished(reference):
+        return []
+    metrics = ("val/probe_top1", "val/knn_top1")
+    probe0, knn0 = (_final_percent(reference, m) for m in metrics)
+    lines = [
+        f"{protocol}: learns = final kNN top-1 > {knn0:.1f} + {LEARN_MARGIN:g} (the untrained "
+        f"reference's, lr 0; its probe top-1: {probe0:.1f}); chance "
+        f"{CHANCE.get(protocol, float('nan')):g}"
+    ]
+    for name, run_dir in runs.items():
+        if name in REFERENCES.get(protocol, {}):
+            continue
+        if not _finished(run_dir):
+            lines.append(f"  {name:13s} not finished")
+            continue
+        probe, knn = (_final_percent(run_dir, m) for m in metrics)
+        verdict = "LEARNS" if knn > knn0 + LEARN_MARGIN else "DOES NOT LEARN"
+        lines.append(f"  {name:13s} kNN {knn:5.1f}  probe {probe:5.1f}  {verdict}")
+    return lines
+
+
+def provenance(argv: list[str], runs: list[Run], note: str | None) -> str:
+    """Comment lines for the table file: the exact command, when the runs ran, and where."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    env = [f"OMP_NUM_THREADS={threads}"] if threads else []
+    command = " ".join([*env, "python benchmarks/run_protocol.py", *argv])
+    starts = sorted(str(run.info["start_time"]) for run in runs if run.info.get("start_time"))
+    ends = sorted(str(run.info["ended_at"]) for run in runs if run.info.get("ended_at"))
+    when = f"runs from {starts[0][:16]} to {ends[-1][:16]} UTC" if starts and ends else "runs"
+    # each run's own thread count is its table row's device column (from run.json)
+    machine = f"{os.cpu_count()} CPUs" + (f", {note}" if note else "")
+    return f"<!-- generated by: {command} -->\n<!-- {when}; {machine} -->"
+
+
+def write_results(out: Path, head: str, table: str, verdicts: list[str], runs: list[Run]) -> None:
+    """The table file, its verdicts, and the curves beside it (``<out stem>_probe_top1.png``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = f"{head}\n{table}\n"
+    if verdicts:
+        body += "\n```text\n" + "\n".join(verdicts) + "\n```\n"
+    out.write_text(body)
+    with tempfile.TemporaryDirectory() as folder:
+        plot(runs, folder)
+        for name in PLOTS:
+            shutil.copyfile(Path(folder) / name, out.with_name(f"{out.stem}_{name}"))
+
+
+def run_all(args: argparse.Namespace, extra: list[str]) -> list[tuple[Path, int]]:
+    """Run (or resume) every job of the protocol within ``--time-limit``."""
+    deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
+    results = []
+    for name, method, own_extra in jobs_for(args.protocol, args.methods):
+        left = None if deadline is None else deadline - time.monotonic() - TIME_MARGIN
+        if left is not None and left <= 0:
+            print(f"[{name}] time limit reached: rerun the same command to continue", flush=True)
+            break
+        results.append(
+            run_method(
+                args.protocol, method, args.root, args.data_dir, extra + own_extra, left, name
+            )
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("protocol", choices=["cpu", *OVERLAYS])
@@ -166,21 +277,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="the dataset folder of the protocol")
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "protocols")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--note", help="the machine in words, for --out (e.g. 'shared VM')")
+    parser.add_argument(
+        "--table-only", action="store_true", help="run nothing: the table of the finished runs"
+    )
     parser.add_argument(
         "--time-limit", type=float, help="seconds for this invocation; rerun to continue"
     )
-    own, extra = split_passthrough(sys.argv[1:] if argv is None else argv)  # extra: for `fit`
+    argv = sys.argv[1:] if argv is None else argv
+    own, extra = split_passthrough(argv)  # extra: for `fit`
     args = parser.parse_args(own)
     args.methods = args.methods or list(every if args.protocol == "cpu" else METHODS)
-    deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
-    results = []
-    for method in args.methods:
-        left = None if deadline is None else deadline - time.monotonic() - TIME_MARGIN
-        if left is not None and left <= 0:
-            print(f"[{method}] time limit reached: rerun the same command to continue", flush=True)
-            break
-        results.append(run_method(args.protocol, method, args.root, args.data_dir, extra, left))
-    for line in published_verdicts(args.protocol, {path.name: path for path, _ in results}):
+    if args.table_only:
+        names = [name for name, _, _ in jobs_for(args.protocol, args.methods)]
+        results = [(args.root / args.protocol / name, 0) for name in names]
+        results = [(path, code) for path, code in results if _finished(path)]
+    else:
+        results = run_all(args, extra)
+    by_name = {path.name: path for path, _ in results}
+    verdicts = learning_verdicts(args.protocol, by_name)
+    for line in published_verdicts(args.protocol, by_name) + verdicts:
         print(line, flush=True)
     runs = [load_run(path) for path, code in results if code == 0 and _finished(path)]
     if not runs:
@@ -188,9 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     table = compare(runs)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python benchmarks/run_protocol.py", args.protocol, "--data-dir <dir>"])
-        args.out.write_text(f"<!-- generated by: {command} -->\n{table}\n")
+        write_results(args.out, provenance(argv, runs, args.note), table, verdicts, runs)
     return 0 if all(code == 0 for _, code in results) else 1
 
 

@@ -59,3 +59,53 @@ def test_max_time_format():
 def test_published_methods_are_protocol_methods(protocol):
     published = yaml.safe_load(run_protocol.PUBLISHED.read_text())[protocol]["published"]
     assert set(published) <= set(run_protocol.METHODS)
+
+
+def _probe_knn_run(folder: Path, probe: float, knn: float, done: int = 6) -> Path:
+    """A run folder whose last epoch logged ``probe`` and ``knn`` (fractions, as the callbacks)."""
+    (folder / "csv" / "version_0").mkdir(parents=True)
+    rows = ["epoch,step,val/probe_top1,val/knn_top1", "0,10,0.1,0.1", f"1,20,{probe},{knn}"]
+    (folder / "csv" / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    info = {"status": "finished", "epochs_completed": done, "max_epochs": 6}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_a_method_learns_when_its_knn_beats_the_untrained_reference_by_the_margin(tmp_path):
+    margin = run_protocol.LEARN_MARGIN / 100
+    runs = {
+        "simclr": _probe_knn_run(tmp_path / "simclr", 0.20, 0.32 + margin + 0.001),
+        "byol": _probe_knn_run(tmp_path / "byol", 0.40, 0.32 + margin - 0.001),  # kNN too low
+        "moco": _probe_knn_run(tmp_path / "moco", 0.40, 0.40, done=3),
+        "untrained": _probe_knn_run(tmp_path / "untrained", 0.30, 0.32),
+    }
+    lines = run_protocol.learning_verdicts("cpu", runs)
+    assert "> 32.0 + 2" in lines[0] and "probe top-1: 30.0" in lines[0] and "chance 10" in lines[0]
+    verdicts = {line.split()[0]: line for line in lines[1:]}
+    assert set(verdicts) == {"simclr", "byol", "moco"}
+    # the probe is shown, not judged: below the reference's and still learning
+    assert verdicts["simclr"].endswith(" LEARNS") and "probe  20.0" in verdicts["simclr"]
+    assert verdicts["byol"].endswith("DOES NOT LEARN")
+    assert verdicts["moco"].endswith("not finished")
+    # without a finished reference there is nothing to judge against
+    assert run_protocol.learning_verdicts("cpu", {"simclr": runs["simclr"]}) == []
+
+
+def test_the_cpu_protocol_runs_the_untrained_reference_after_the_methods():
+    jobs = run_protocol.jobs_for("cpu", ["simclr", "dino"])
+    assert [name for name, _, _ in jobs] == ["simclr", "dino", "untrained"]
+    assert jobs[-1][1:] == ("simclr", ["--model.init_args.lr=0"])
+    assert run_protocol.jobs_for("lightly", ["simclr"]) == [("simclr", "simclr", [])]
+
+
+def test_readme_cpu_table_is_the_one_generated_from_the_results_file():
+    spec = importlib.util.spec_from_file_location("cpu_table", REPO / "benchmarks/cpu_table.py")
+    cpu_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_table)
+    assert cpu_table.main(["--check"]) == 0, "run python benchmarks/cpu_table.py"
+    table = cpu_table.readme_table(cpu_table.RESULTS.read_text(), run_protocol.LEARN_MARGIN)
+    results = cpu_table.parse_table(cpu_table.RESULTS.read_text())
+    # one README row per run of the results file, the reference (when there is one) first
+    assert len(table.splitlines()) == 2 + len(results)
+    if any(row["run"] == cpu_table.REFERENCE for row in results):
+        assert table.splitlines()[2].startswith("| *untrained*")
