@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import torch
@@ -12,8 +12,15 @@ from torch import Tensor
 
 from lightning_ssl.callbacks.online_probe import topk_correct
 from lightning_ssl.data.tokenizer import ZERO_SHOT_TEMPLATES, fill_templates, tokenize
+from lightning_ssl.lightning_types import trainer_attributes
 
 _TEXT_CHUNK = 256  # captions encoded at once when building the classifier
+
+
+class _ImageTextModel(Protocol):
+    """What the monitor calls on the model (``methods.clip.CLIP``; a callback cannot import it)."""
+
+    def embed_image(self, features: Tensor) -> Tensor: ...
 
 
 class ZeroShotMonitor(L.Callback):
@@ -50,7 +57,8 @@ class ZeroShotMonitor(L.Callback):
         self._counts: Tensor | None = None
 
     def _names(self, trainer: L.Trainer) -> list[str]:
-        names = self.class_names or getattr(trainer.datamodule, "class_names", None)
+        datamodule = trainer_attributes(trainer).datamodule
+        names = self.class_names or getattr(datamodule, "class_names", None)
         if not names:
             raise ValueError(
                 "ZeroShotMonitor needs class names: use an ImageTextDataModule (its val_dir "
@@ -76,11 +84,18 @@ class ZeroShotMonitor(L.Callback):
 
     @torch.no_grad()
     def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self._classifier is None or self._counts is None:
             return
-        images = pl_module.embed_image(outputs["features"].float()).float()
+        embed_image = cast(_ImageTextModel, pl_module).embed_image
+        images = embed_image(outputs["features"].float()).float()
         correct = topk_correct(images @ self._classifier.T, batch[1])
         self._counts += torch.cat([correct, torch.tensor([len(batch[1])], device=correct.device)])
 

@@ -317,7 +317,7 @@ class SSLDataModule(LightningDataModule):
     def delivers_sample_indices(self) -> bool:
         """Whether training batches end with sample indices (argument or the model's wish)."""
         model = getattr(self.trainer, "lightning_module", None)
-        return bool(self.hparams.sample_indices or getattr(model, "needs_sample_indices", False))
+        return bool(self.hparams["sample_indices"] or getattr(model, "needs_sample_indices", False))
 
     #: Collation of the training batches under ``batched_augmentation`` (default: stacking).
     train_collate_fn: ClassVar[Callable | None] = None

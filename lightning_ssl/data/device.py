@@ -75,19 +75,20 @@ def _located_parts(dataset: Dataset) -> list[tuple[TensorImageDataset, Tensor, T
     if isinstance(dataset, TensorImageDataset):
         return [(dataset, torch.arange(len(dataset)), torch.arange(len(dataset)))]
     if isinstance(dataset, ConcatDataset):
-        parts, offset = [], 0
+        parts: list[tuple[TensorImageDataset, Tensor, Tensor]] = []
+        offset = 0
         for inner in dataset.datasets:
             parts += [(p, i, pos + offset) for p, i, pos in _located_parts(inner)]
             offset += len(inner)  # type: ignore[arg-type]
         return parts
     if isinstance(dataset, Subset):
-        inner = _located_parts(dataset.dataset)
+        located = _located_parts(dataset.dataset)
         wanted = torch.as_tensor(dataset.indices, dtype=torch.int64)
         # Subset indices address the concatenation of the inner parts.
-        offsets = torch.tensor([0] + [len(index) for _, index, _ in inner]).cumsum(0)
+        offsets = torch.tensor([0] + [len(index) for _, index, _ in located]).cumsum(0)
         part_of = torch.searchsorted(offsets[1:], wanted, right=True)
         parts = []
-        for number, (part, index, _) in enumerate(inner):
+        for number, (part, index, _) in enumerate(located):
             mask = part_of == number
             if mask.any():
                 positions = mask.nonzero().flatten()

@@ -102,7 +102,12 @@ class ImageTextDataModule(SSLDataModule):
         self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
 
     def _resolve_views(
-        self, augmentation: str, image_size: int | None, num_local: int, local_size, views
+        self,
+        augmentation: str,
+        image_size: int | None,
+        num_local: int,
+        local_size: int | None,
+        views: Sequence[ViewGroup] | None,
     ) -> list[ViewGroup]:
         if views is None and augmentation == "clip":
             return [clip_view(image_size or self.default_image_size)]
@@ -164,7 +169,13 @@ class ImageTextDataModule(SSLDataModule):
         if split == "val":
             root = self._resolve(self.val_dir)
             samples = scan_image_folder(root)
-            return ImageFolderDataset(root, transform, samples=samples, **limits)
+            return ImageFolderDataset(
+                root,
+                transform,
+                samples=samples,
+                max_image_pixels=self.max_image_pixels,
+                max_image_side=self.max_image_side,
+            )
         tokens = split == "train"
         return ImageTextDataset(
             self.training_pairs(), transform, self.context_length, tokens=tokens, **limits

@@ -159,7 +159,8 @@ def decode_bytes(data: bytes, name: str, max_pixels: int | None, max_side: int |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                check_pixels(name, *image.size, max_pixels)
+                width, height = image.size
+                check_pixels(name, width, height, max_pixels)
                 image.load()
                 image = pil_to_rgb(image)
     except ImageTooLargeError:
@@ -168,7 +169,7 @@ def decode_bytes(data: bytes, name: str, max_pixels: int | None, max_side: int |
         raise RuntimeError(f"cannot read image {name}: {type(err).__name__}: {err}") from err
     height, width = shrunk_size(image.height, image.width, max_side)
     if (height, width) != (image.height, image.width):
-        image = image.resize((width, height), Image.BILINEAR, reducing_gap=None)
+        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     return image
 
 

@@ -69,7 +69,7 @@ def _moco(size: int, num_local: int) -> _Recipe:
 def _instdisc(size: int, num_local: int) -> _Recipe:
     """InstDisc (Wu et al., 2018, official ``main.py``): 1 view, scale (0.2, 1), jitter
     (0.4, 0.4, 0.4, 0.4) always, grayscale 0.2, flip, no blur."""
-    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.4}
+    jitter: _Jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.4}
     view = ViewGroup(1, size, (0.2, 1.0), jitter_prob=1.0, blur_prob=0.0, **jitter)
     return [view], jitter, _SWAV_LOCAL_SCALE
 
@@ -99,8 +99,9 @@ def _dino(size: int, num_local: int) -> _Recipe:
 def _mae(size: int, num_local: int) -> _Recipe:
     """MAE (He et al., 2022, ``main_pretrain.py``): one view, scale (0.2, 1), horizontal flip,
     no colour augmentation (the official crop resizes bicubically, ours bilinearly)."""
-    plain = {"jitter_prob": 0.0, "grayscale_prob": 0.0}
-    return [ViewGroup(1, size, (0.2, 1.0), **plain)], {}, _SWAV_LOCAL_SCALE
+    view = ViewGroup(1, size, (0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
+    no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    return [view], no_jitter, _SWAV_LOCAL_SCALE  # MAE has no local crops
 
 
 _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {

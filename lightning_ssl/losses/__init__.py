@@ -8,8 +8,8 @@ from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.clip import clip_loss, tiled_clip_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
-from lightning_ssl.losses.mae import mae_loss
 from lightning_ssl.losses.instance_discrimination import instance_softmax_loss, nce_loss
+from lightning_ssl.losses.mae import mae_loss
 from lightning_ssl.losses.similarity import (
     negative_cosine_similarity,
     normalized_squared_distance,
@@ -25,8 +25,8 @@ __all__ = [
     "dino_loss",
     "dino_teacher_entropy",
     "info_nce_loss",
-    "mae_loss",
     "instance_softmax_loss",
+    "mae_loss",
     "nce_loss",
     "negative_cosine_similarity",
     "normalized_squared_distance",

@@ -5,8 +5,8 @@ from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.clip import CLIP
 from lightning_ssl.methods.dino import DINO
-from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.instdisc import InstDisc
+from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssl.callbacks.zero_shot import ZeroShotMonitor
+from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.losses import clip_loss, tiled_clip_loss
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.nn.text import TextTower
@@ -118,6 +119,6 @@ class CLIP(SSLMethod):
             self.logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
 
     def configure_callbacks(self) -> list[L.Callback]:
-        configured = self.trainer.callbacks if self._trainer is not None else []
+        configured = trainer_attributes(self.trainer).callbacks if self._trainer is not None else []
         has_monitor = any(isinstance(c, ZeroShotMonitor) for c in configured)
         return super().configure_callbacks() + ([] if has_monitor else [ZeroShotMonitor()])

@@ -109,7 +109,7 @@ class InstDisc(SSLMethod):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and hasattr(datamodule, "dataset"):
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "dataset"):
             self.build_bank(len(datamodule.dataset("train")))
         elif stage == "fit" and self.memory_bank is None:
             raise ValueError(

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lightning_ssl.data.device import seeded_generator
 from lightning_ssl.data.masking import random_masking
+from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.losses import mae_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.nn.mae import (
@@ -150,7 +151,7 @@ class MAE(SSLMethod):
         if self._trainer is None:
             return torch.Generator(images.device).manual_seed(0)
         trainer = self.trainer
-        data_hparams = getattr(trainer.datamodule, "hparams", None) or {}
+        data_hparams = getattr(trainer_attributes(trainer).datamodule, "hparams", None) or {}
         seed = int(data_hparams.get("seed", 0))
         batch = trainer.fit_loop.epoch_loop.batch_progress.total.ready
         return seeded_generator((seed, trainer.global_rank, batch, _MASK_STREAM), images.device)

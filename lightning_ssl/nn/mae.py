@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import Block
@@ -75,7 +76,7 @@ def vit_patch_size(vit: nn.Module) -> int:
     return int(patch_embed.patch_size[0])
 
 
-def encode_visible(vit: nn.Module, images: Tensor, ids_keep: Tensor) -> Tensor:
+def encode_visible(vit: Any, images: Tensor, ids_keep: Tensor) -> Tensor:
     """The ViT's tokens when it sees only the patches ``ids_keep`` (``(B, K)`` indices of the
     row-major grid): ``(B, prefix + K, D)`` after the final norm, class token first.
 
@@ -117,7 +118,8 @@ class MAEDecoder(nn.Module):
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         norm = functools.partial(nn.LayerNorm, eps=1e-6)  # as the official models
-        block = functools.partial(Block, qkv_bias=True, norm_layer=norm)
+        # timm builds the norm with norm_layer(dim): a partial works (its stub wants a class)
+        block = functools.partial(Block, qkv_bias=True, norm_layer=norm)  # type: ignore[arg-type]
         self.blocks = nn.Sequential(*[block(dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = norm(dim)
         self.pred = nn.Linear(dim, patch_size**2 * in_chans)
@@ -155,7 +157,7 @@ def mae_init_(module: nn.Module) -> None:
             nn.init.normal_(p, std=0.02)
 
 
-def use_mae_position_embedding(vit: nn.Module) -> None:
+def use_mae_position_embedding(vit: Any) -> None:
     """Replace a timm ViT's learned position embedding by MAE's fixed sin-cos one (frozen)."""
     pos_embed = getattr(vit, "pos_embed", None)
     if not isinstance(pos_embed, nn.Parameter) or getattr(vit, "no_embed_class", False):
