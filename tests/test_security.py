@@ -209,17 +209,26 @@ def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_p
         small = {**_tiny(cls), **text}
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,
                               caption_tokens=8)  # fmt: skip
+    elif name == "MAE":  # one view through a 2-block ViT of 4 px patches
+        vit = dict(patch_size=4, depth=2, embed_dim=32, num_heads=2)
+        small = dict(decoder_dim=16, decoder_depth=1, decoder_num_heads=2, backbone_kwargs=vit)
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1)
+    elif name == "InstDisc":  # one view; batches carry the dataset indices of the bank rows
+        small = {**_tiny(cls), "bank_size": 8, "num_negatives": 4}
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,
+                              sample_indices=True)  # fmt: skip
     else:
         small = _tiny(cls)
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
-    model = cls(backbone="timm:test_resnet", **small, **data.link())
+    backbone = "vit_tiny_patch16_224" if name == "MAE" else "timm:test_resnet"
+    model = cls(backbone=backbone, **small, **data.link())
     trainer = quick_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
     path = tmp_path / f"{name}.ckpt"
     trainer.save_checkpoint(path)
     assert load_checkpoint(path)["lightning_ssl_method"] == name
     # Resume through the safe CheckpointIO: one more step from the restored state.
-    resumed = cls(backbone="timm:test_resnet", **small, **data.link())
+    resumed = cls(backbone=backbone, **small, **data.link())
     trainer = quick_trainer(max_steps=2, limit_val_batches=0, plugins=[AtomicCheckpointIO()])
     trainer.fit(resumed, datamodule=data, ckpt_path=path)
     assert trainer.global_step == 2

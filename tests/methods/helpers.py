@@ -15,8 +15,15 @@ SMALL_HEADS = {
 
 class _RandomViews(Dataset):
     def __init__(
-        self, n: int, sizes: list[int], num_classes: int, seed: int, caption_tokens: int = 0
+        self,
+        n: int,
+        sizes: list[int],
+        num_classes: int,
+        seed: int,
+        caption_tokens: int = 0,
+        sample_indices: bool = False,
     ) -> None:
+        self.sample_indices = sample_indices
         g = torch.Generator().manual_seed(seed)
         self.images = [torch.randn(n, 3, s, s, generator=g) for s in sizes]
         self.labels = torch.randint(0, num_classes, (n,), generator=g)
@@ -30,6 +37,8 @@ class _RandomViews(Dataset):
     def __getitem__(self, i: int):
         if self.tokens.shape[1]:
             return [v[i] for v in self.images], self.labels[i], self.tokens[i]
+        if self.sample_indices:  # InstDisc: each image's dataset index
+            return [v[i] for v in self.images], self.labels[i], i
         return [v[i] for v in self.images], self.labels[i]
 
 
@@ -47,12 +56,15 @@ class SyntheticViews(L.LightningDataModule):
         n: int = 32,
         num_classes: int = 4,
         caption_tokens: int = 0,
+        sample_indices: bool = False,
     ) -> None:
         super().__init__()
         self.image_size, self.num_classes, self.batch_size = image_size, num_classes, batch_size
         self.num_global_crops, self.num_local_crops = num_global_crops, num_local_crops
         sizes = [image_size] * num_global_crops + [local_size] * num_local_crops
-        self.train = _RandomViews(n, sizes, num_classes, seed=0, caption_tokens=caption_tokens)
+        self.train = _RandomViews(
+            n, sizes, num_classes, 0, caption_tokens=caption_tokens, sample_indices=sample_indices
+        )
         g = torch.Generator().manual_seed(1)
         self.val = TensorDataset(
             torch.randn(n, 3, image_size, image_size, generator=g),
