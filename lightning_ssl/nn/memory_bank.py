@@ -9,8 +9,9 @@ so every rank writes the same rows (see :class:`lightning_ssl.methods.InstDisc`)
 Examples:
     >>> bank = MemoryBank(size=10, dim=4)
     >>> bank.update(F.normalize(torch.randn(2, 4), dim=1), torch.tensor([3, 7]), momentum=0.5)
-    >>> bank.rows(torch.tensor([3, 7])).norm(dim=1)
-    tensor([1.0000, 1.0000])
+    >>> norms = bank.rows(torch.tensor([3, 7])).norm(dim=1)
+    >>> torch.allclose(norms, torch.ones(2))  # unit rows (the last bit depends on the draw)
+    True
 """
 
 from __future__ import annotations
