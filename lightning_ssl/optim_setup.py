@@ -49,17 +49,24 @@ def step_budget(trainer: Trainer, warmup_epochs: float) -> tuple[int, int]:
     return total_steps, round(warmup_epochs * steps_per_epoch)
 
 
-def _factor(step: int, fixed: bool, warmup_steps: int, total_steps: int, end: float) -> float:
+def _factor(
+    step: int, fixed: bool, warmup_steps: int, total_steps: int, end: float, start: float = 0.0
+) -> float:
     if fixed:
         return 1.0
     # step + 1: the first optimizer step already moves the weights during warm-up.
-    return linear_warmup_cosine(step + 1, warmup_steps, total_steps, end=end)
+    return linear_warmup_cosine(step + 1, warmup_steps, total_steps, start=start, end=end)
 
 
 def warmup_cosine_factors(
-    groups: list[dict[str, Any]], warmup_steps: int, total_steps: int, min_lr_ratio: float
+    groups: list[dict[str, Any]],
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float,
+    warmup_start_ratio: float = 0.0,
 ) -> list[Callable[[int], float]]:
-    """One LR factor per group for ``LambdaLR``: warm-up then cosine, or 1 with ``fixed_lr``."""
+    """One LR factor per group for ``LambdaLR``: warm-up (from ``warmup_start_ratio``, I-JEPA's
+    ``start_lr / lr``) then cosine, or 1 with ``fixed_lr``."""
     return [
         functools.partial(
             _factor,
@@ -67,6 +74,7 @@ def warmup_cosine_factors(
             warmup_steps=warmup_steps,
             total_steps=total_steps,
             end=min_lr_ratio,
+            start=warmup_start_ratio,
         )
         for group in groups
     ]
@@ -100,7 +108,8 @@ def assemble_optimizer(
     Args:
         module: the method, attached to its trainer.
         hp: its hyperparameters ``optimizer``, ``lr``, ``lr_scaling``, ``weight_decay``,
-            ``momentum``, ``warmup_epochs`` and ``min_lr_ratio``.
+            ``momentum``, ``warmup_epochs`` and ``min_lr_ratio`` (and, if present,
+            ``warmup_start_ratio``: the warm-up's first LR over the peak, default 0).
         overrides: per-prefix group options (:func:`~lightning_ssl.optim.parameter_groups`).
         no_decay_options: options of the groups without weight decay.
     """
@@ -129,7 +138,8 @@ def assemble_optimizer(
         lars_preset=hp.get("lars_preset", "byol"),
         trust_coefficient=hp.get("trust_coefficient"),
     )
-    factors = warmup_cosine_factors(groups, warmup_steps, total_steps, hp["min_lr_ratio"])
+    start = hp.get("warmup_start_ratio", 0.0)
+    factors = warmup_cosine_factors(groups, warmup_steps, total_steps, hp["min_lr_ratio"], start)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     schedule: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "step"}
     return lr, {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -44,6 +44,21 @@ def cosine_schedule(step: int, total_steps: float, start: float, end: float) -> 
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def linear_schedule(step: int, total_steps: float, start: float, end: float) -> float:
+    """Go linearly from ``start`` to ``end`` over ``total_steps``; ``end`` afterwards.
+
+    I-JEPA's EMA momentum, 0.996 -> 1.0 over the whole run (official ``train.py``:
+    ``ema[0] + i * (ema[1] - ema[0]) / (ipe * num_epochs * ipe_scale)``).
+
+    Examples:
+        >>> linear_schedule(25, 100, start=0.996, end=1.0)
+        0.997
+    """
+    if total_steps <= 0:
+        return end
+    return start + (end - start) * min(max(step, 0), total_steps) / total_steps
+
+
 def linear_warmup_constant(step: int, warmup_steps: int, start: float, end: float) -> float:
     """Go linearly from ``start`` to ``end`` over ``warmup_steps``, then stay at ``end``.
 

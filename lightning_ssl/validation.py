@@ -117,6 +117,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # MAE: the hidden fraction of patches (all hidden leaves the encoder nothing) and the decoder
     "mask_ratio": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
     **dict.fromkeys(("decoder_dim", "decoder_depth", "decoder_num_heads"), _POSITIVE_INT),
+    # I-JEPA: target blocks and the predictor; the context's floor; the warm-up's first LR
+    **dict.fromkeys(("num_targets", "predictor_dim", "predictor_depth"), _POSITIVE_INT),
+    "min_keep": _COUNT,
+    "warmup_start_ratio": _UNIT,
     # InstDisc's memory bank
     **dict.fromkeys(("feature_dim", "bank_size"), _POSITIVE_INT),
     **dict.fromkeys(("num_negatives", "bank_seed"), _COUNT),

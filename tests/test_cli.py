@@ -10,6 +10,7 @@ import yaml
 
 from lightning_ssl.cli import run_cli
 from tests.cli_run import lightning_ssl_in_process, lightning_ssl_subprocess
+from tests.shallow_vit import shallow_backbone_args, smoke_image_size
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
@@ -21,7 +22,7 @@ def _data_args(config: Path, data_root: Path) -> list[str]:
         return [
             f"--data.init_args.data_dir={data_root / 'imagewoof2-160'}",
             # 32 px: a quarter of the convolutions of 64 px; the ImageNet stems still fit.
-            "--data.init_args.image_size=32",
+            f"--data.init_args.image_size={smoke_image_size(config)}",
             "--data.init_args.batch_size=4",
         ] + (["--data.init_args.local_size=16"] if "num_local_crops" in config.read_text() else [])
     if data.endswith("ImageTextDataModule"):  # class-name captions of the CIFAR-10 images
@@ -30,7 +31,7 @@ def _data_args(config: Path, data_root: Path) -> list[str]:
             "--data.init_args.val_dir=test",
             "--data.init_args.num_classes=10",
             "--data.init_args.class_names=null",
-            "--data.init_args.image_size=32",
+            f"--data.init_args.image_size={smoke_image_size(config)}",
             "--data.init_args.batch_size=8",
         ]
     if data.endswith("FashionMNISTDataModule"):
@@ -57,7 +58,8 @@ def _small_model_args(config: Path) -> list[str]:
         "text_layers": 1,
         "text_heads": 1,
     }
-    return [f"--model.init_args.{k}={v}" for k, v in shrink.items() if f" {k}:" in text]
+    small = [f"--model.init_args.{k}={v}" for k, v in shrink.items() if f" {k}:" in text]
+    return small + shallow_backbone_args(config)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")

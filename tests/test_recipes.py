@@ -20,6 +20,7 @@ from lightning_ssl.cli import LightningSSLCLI
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.methods import BYOL
 from lightning_ssl.recipes import DOCUMENTARY_PREFIX, RECORDS, expected, load_records, resolve
+from tests.shallow_vit import shallow_backbone_args
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS_BY_CONFIG = load_records()
@@ -63,6 +64,7 @@ def _resolve(config: str, data_root: Path, record: dict, pretrained: Path) -> di
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
             *extra,
+            *shallow_backbone_args(REPO / config),  # ViT-H: records list no depth
         ],
     )
     return resolve(cli.model, cli.datamodule, cli.trainer, record)

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_ssl.schedules import cosine_schedule
+from lightning_ssl.schedules import cosine_schedule, linear_schedule
 
 #: What the EMA does with the teacher's buffers after each step: ``"copy"`` the student's,
 #: average the floating-point ones like the parameters (``"ema"``; integer ones are copied), or
@@ -96,7 +96,8 @@ class EMA(pl.Callback):
         base_tau: ``tau`` at the first step (BYOL: 0.996, MoCo: 0.999, DINO: 0.996).
         final_tau: ``tau`` reached at the last step with the cosine schedule (BYOL, DINO: 1.0).
         schedule: ``"cosine"`` (BYOL's ``1 - (1 - base)(cos(pi k / K) + 1) / 2`` with ``K`` the
-            trainer's total optimizer steps) or ``"constant"`` (MoCo: ``base_tau`` throughout).
+            trainer's total optimizer steps), ``"linear"`` (I-JEPA: ``base + (final - base) k / K``)
+            or ``"constant"`` (MoCo: ``base_tau`` throughout).
         name: Distinguishes several EMA callbacks: state key and logged metric ``train/<name>_tau``.
         buffers: ``"copy"`` the student's buffers after each step; ``"ema"``: average them like
             the parameters; ``"leave"``: the teacher keeps its own, which its forward passes in
@@ -116,14 +117,14 @@ class EMA(pl.Callback):
         teacher: nn.Module,
         base_tau: float = 0.996,
         final_tau: float = 1.0,
-        schedule: Literal["cosine", "constant"] = "cosine",
+        schedule: Literal["cosine", "linear", "constant"] = "cosine",
         name: str = "ema",
         buffers: BufferPolicy = "copy",
     ) -> None:
         if not (0.0 <= base_tau <= 1.0 and 0.0 <= final_tau <= 1.0):
             raise ValueError(f"tau must lie in [0, 1], got base={base_tau}, final={final_tau}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        if schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
         if buffers not in ("copy", "ema", "leave"):
             raise ValueError(f"buffers must be 'copy', 'ema' or 'leave', got {buffers!r}")
         if teacher is student:
@@ -143,6 +144,8 @@ class EMA(pl.Callback):
         """``tau`` applied after optimizer step ``step`` (0-based), of ``total_steps`` in all."""
         if self.schedule == "constant":
             return self.base_tau
+        if self.schedule == "linear":
+            return linear_schedule(step, self._total_steps, self.base_tau, self.final_tau)
         return cosine_schedule(step, self._total_steps, self.base_tau, self.final_tau)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -156,8 +159,10 @@ class EMA(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._tensors = self._match()  # after the strategy moved the model to its device
         self._total_steps = trainer.estimated_stepping_batches
-        if self.schedule == "cosine" and self._total_steps == float("inf"):
-            raise ValueError("the cosine EMA schedule needs a finite max_steps or max_epochs")
+        if self.schedule != "constant" and self._total_steps == float("inf"):
+            raise ValueError(
+                f"the {self.schedule} EMA schedule needs a finite max_steps or max_epochs"
+            )
 
     def on_train_batch_end(
         self,

@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -72,12 +73,19 @@ def _log_uniform(low: float, high: float, shape: tuple[int, ...], g: torch.Gener
 
 
 def _rectangles(
-    heights: Tensor, widths: Tensor, grid: tuple[int, int], g: torch.Generator
+    heights: Tensor,
+    widths: Tensor,
+    grid: tuple[int, int],
+    g: torch.Generator,
+    reach_edge: bool = True,
 ) -> Tensor:
-    """``(B, H*W)`` masks of one ``heights[b] x widths[b]`` rectangle each, placed uniformly."""
+    """``(B, H*W)`` masks of one ``heights[b] x widths[b]`` rectangle each, placed uniformly;
+    ``reach_edge=False``: the top-left corner is drawn from ``[0, H - h)`` (I-JEPA's
+    ``torch.randint(0, H - h)``), so a block never covers the last row or column."""
     rows, cols = grid
-    top = (torch.rand(heights.shape, generator=g, device=g.device) * (rows - heights + 1)).long()
-    left = (torch.rand(widths.shape, generator=g, device=g.device) * (cols - widths + 1)).long()
+    edge = int(reach_edge)
+    top = (torch.rand(heights.shape, generator=g, device=g.device) * (rows - heights + edge)).long()
+    left = (torch.rand(widths.shape, generator=g, device=g.device) * (cols - widths + edge)).long()
     r = torch.arange(rows, device=g.device).view(1, rows, 1)
     c = torch.arange(cols, device=g.device).view(1, 1, cols)
     inside_r = (r >= top.view(-1, 1, 1)) & (r < (top + heights).view(-1, 1, 1))
@@ -130,6 +138,10 @@ def block_masking(
     return mask
 
 
+#: Placements of the context block per relaxation step (the official ``timeout``).
+_CONTEXT_TRIES = 20
+
+
 class MultiBlockMasks(NamedTuple):
     """I-JEPA's masks: ``context`` ``(B, N)`` (``True``: seen by the context encoder) and
     ``targets`` ``(B, num_targets, N)`` (``True``: a patch of that target block)."""
@@ -164,23 +176,36 @@ def multiblock_masks(
     target_aspect: tuple[float, float] = (0.75, 1.5),
     context_scale: tuple[float, float] = (0.85, 1.0),
     context_aspect: tuple[float, float] = (1.0, 1.0),
+    min_keep: int = 4,
 ) -> MultiBlockMasks:
     """I-JEPA's multi-block masks (``MaskCollator`` of facebookresearch/ijepa).
 
     One target block size and one context block size are drawn per batch (so every sample's
     targets have equal token counts, as the official collator does); positions are drawn per
-    sample; the context block loses every target patch (no overlap).
+    sample, as the official ``torch.randint(0, H - h)`` (a block never touches the last row or
+    column); the context block loses every target patch (no overlap). A context left with at
+    most ``min_keep`` patches is redrawn (20 tries), then allowed to overlap the last target,
+    the last two ... (the official ``constrain_mask`` after each 20 failed tries).
     """
     device = generator.device
     th, tw = _block_size(target_scale, target_aspect, grid, generator)
     ch, cw = _block_size(context_scale, context_aspect, grid, generator)
-    def sides(h: int, w: int) -> tuple[Tensor, Tensor]:
-        return torch.full((batch,), h, device=device), torch.full((batch,), w, device=device)
 
-    targets = torch.stack(
-        [_rectangles(*sides(th, tw), grid, generator) for _ in range(num_targets)], dim=1
-    )
-    context = _rectangles(*sides(ch, cw), grid, generator) & ~targets.any(1)
+    def blocks(h: int, w: int) -> Tensor:
+        side = functools.partial(torch.full, (batch,), device=device)
+        return _rectangles(side(h), side(w), grid, generator, reach_edge=False)
+
+    targets = torch.stack([blocks(th, tw) for _ in range(num_targets)], dim=1)
+    context = torch.zeros_like(targets[:, 0])
+    pending = torch.ones(batch, dtype=torch.bool, device=device)
+    for relaxed in range(num_targets + 1):
+        allowed = ~targets[:, : num_targets - relaxed].any(1)
+        for _ in range(_CONTEXT_TRIES):
+            block = blocks(ch, cw) & allowed
+            context = torch.where(pending[:, None], block, context)
+            pending &= context.sum(1) <= min_keep
+            if not bool(pending.any()):
+                return MultiBlockMasks(context, targets)
     return MultiBlockMasks(context, targets)
 
 

@@ -104,6 +104,14 @@ def _mae(size: int, num_local: int) -> _Recipe:
     return [view], no_jitter, _SWAV_LOCAL_SCALE  # MAE has no local crops
 
 
+def _ijepa(size: int, num_local: int) -> _Recipe:
+    """I-JEPA (Assran et al., 2023, ``configs/in1k_vith14_ep300.yaml``): one view, scale
+    (0.3, 1), no flip, no colour augmentation, no blur."""
+    view = ViewGroup(1, size, (0.3, 1.0), flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0)
+    no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    return [view], no_jitter, _SWAV_LOCAL_SCALE  # I-JEPA has no local crops
+
+
 _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "simclr": _simclr,
     "moco": _moco,
@@ -112,6 +120,7 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "swav": _swav,
     "mae": _mae,
     "instdisc": _instdisc,
+    "ijepa": _ijepa,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -134,7 +143,7 @@ def preset(
 
     Args:
         name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``instdisc``,
-            ``none``.
+            ``ijepa``, ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

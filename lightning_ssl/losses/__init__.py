@@ -8,6 +8,7 @@ from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.clip import clip_loss, tiled_clip_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
 from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_dino_center
+from lightning_ssl.losses.ijepa import ijepa_loss
 from lightning_ssl.losses.instance_discrimination import instance_softmax_loss, nce_loss
 from lightning_ssl.losses.mae import mae_loss
 from lightning_ssl.losses.similarity import (
@@ -24,6 +25,7 @@ __all__ = [
     "clip_loss",
     "dino_loss",
     "dino_teacher_entropy",
+    "ijepa_loss",
     "info_nce_loss",
     "instance_softmax_loss",
     "mae_loss",
