@@ -118,7 +118,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mask_ratio": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
     **dict.fromkeys(("decoder_dim", "decoder_depth", "decoder_num_heads"), _POSITIVE_INT),
     # I-JEPA: target blocks and the predictor; the context's floor; the warm-up's first LR
-    **dict.fromkeys(("num_targets", "predictor_dim", "predictor_depth"), _POSITIVE_INT),
+    **dict.fromkeys(
+        ("num_targets", "predictor_dim", "predictor_depth", "predictor_num_heads"), _POSITIVE_INT
+    ),
     "min_keep": _COUNT,
     "warmup_start_ratio": _UNIT,
     # InstDisc's memory bank

@@ -32,6 +32,9 @@ from lightning_ssl.optim import OptimizerName, ScalingRule
 from lightning_ssl.schedules import cosine_schedule
 from lightning_ssl.validation import InvalidValueError
 
+#: The official encoder's layout in timm's terms: no class token, every token normed, averaged
+#: (without a norm of the average) for evaluation.
+OFFICIAL_VIT = {"class_token": False, "global_pool": "avg", "fc_norm": False}
 #: Mixed into the mask generator's seed so masks and the batched views draw different numbers.
 _MASK_STREAM = 0x4A455041
 
@@ -72,12 +75,15 @@ class IJEPA(SSLMethod):
         weight_decay_end: weight decay at the last step (0.4).
         warmup_start_ratio: LR at the warm-up's start over the peak (official: 0.0002 / 0.001).
         sincos_pos_embed: the encoder's fixed 2-D sin-cos position embedding (official).
+        backbone_kwargs: the ViT's options; ``None``: :data:`OFFICIAL_VIT`. Others must keep
+            ``global_pool: avg`` and ``fc_norm: false``.
         ijepa_init: re-initialize the encoder as the official (truncated normal 0.02).
         **kwargs: backbone, optimizer, schedule and data arguments of :class:`SSLMethod`.
 
     Examples:
         >>> ijepa = IJEPA(backbone="vit_tiny_patch16_224", image_size=32, predictor_dim=48,
-        ...     predictor_depth=1, backbone_kwargs={"patch_size": 4, "depth": 1}, min_keep=4)
+        ...     predictor_depth=1, backbone_kwargs={"patch_size": 4, "depth": 1, **OFFICIAL_VIT},
+        ...     min_keep=4)
         >>> loss, pred, features = ijepa.predict_targets(torch.randn(2, 3, 32, 32),
         ...     torch.Generator().manual_seed(0))
         >>> pred.shape[:2], features.shape  # 4 blocks of the 8 x 8 grid per image
@@ -115,6 +121,8 @@ class IJEPA(SSLMethod):
     ) -> None:
         _check_ranges(target_scale, target_aspect, context_scale, loss)
         kwargs |= dict(optimizer=optimizer, lr=lr, lr_scaling=lr_scaling, weight_decay=weight_decay)
+        if kwargs.get("backbone_kwargs") is None:
+            kwargs["backbone_kwargs"] = dict(OFFICIAL_VIT)
         super().__init__(
             backbone=backbone,
             warmup_epochs=warmup_epochs,
@@ -129,10 +137,11 @@ class IJEPA(SSLMethod):
             )
         vit = self.backbone.model
         self.patch_size = vit_patch_size(vit)
-        if isinstance(getattr(vit, "norm", None), nn.Identity):
+        if getattr(vit, "global_pool", None) != "avg" or isinstance(vit.norm, nn.Identity):
             raise ValueError(
-                "I-JEPA reads every token after the encoder's final norm, but this ViT norms "
-                "only the pooled feature (timm's fc_norm): add fc_norm: false to backbone_kwargs"
+                "I-JEPA reads every token after the encoder's final norm and evaluates their "
+                "average: set backbone_kwargs global_pool: avg and fc_norm: false (the official "
+                "ViT also has class_token: false)"
             )
         heads = predictor_num_heads or vit.blocks[0].attn.num_heads
         self.predictor = IJEPAPredictor(self.backbone.dim, predictor_dim, predictor_depth, heads)
@@ -189,8 +198,9 @@ class IJEPA(SSLMethod):
         return equal_length_indices(masks.context), targets
 
     def extract_features(self, images: Tensor) -> Tensor:
-        """The target encoder's patch tokens of the whole image, averaged."""
-        return patch_tokens(self.teacher.model, images).mean(1)
+        """The target encoder's patch tokens of the whole image, averaged (timm's ``avg``
+        pool of the normed tokens: the target encoder is what ``export`` writes)."""
+        return self.teacher(images)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Weight decay of the decayed groups on the official cosine; the official scheduler
