@@ -136,13 +136,7 @@ class IJEPA(SSLMethod):
                 "set the data's augmentation: ijepa"
             )
         vit = self.backbone.model
-        self.patch_size = vit_patch_size(vit)
-        if getattr(vit, "global_pool", None) != "avg" or isinstance(vit.norm, nn.Identity):
-            raise ValueError(
-                "I-JEPA reads every token after the encoder's final norm and evaluates their "
-                "average: set backbone_kwargs global_pool: avg and fc_norm: false (the official "
-                "ViT also has class_token: false)"
-            )
+        self.patch_size = _check_vit(vit)
         heads = predictor_num_heads or vit.blocks[0].attn.num_heads
         self.predictor = IJEPAPredictor(self.backbone.dim, predictor_dim, predictor_depth, heads)
         if ijepa_init:
@@ -222,6 +216,18 @@ class IJEPA(SSLMethod):
         seed = int(data_hparams.get("seed", 0))
         batch = trainer.fit_loop.epoch_loop.batch_progress.total.ready
         return seeded_generator((seed, trainer.global_rank, batch, _MASK_STREAM), images.device)
+
+
+def _check_vit(vit: Any) -> int:
+    """The ViT's patch size, or a clear error for a ViT without averaged, normed tokens."""
+    patch_size = vit_patch_size(vit)
+    if getattr(vit, "global_pool", None) != "avg" or isinstance(vit.norm, nn.Identity):
+        raise ValueError(
+            "I-JEPA reads every token after the encoder's final norm and evaluates their "
+            "average: set backbone_kwargs global_pool: avg and fc_norm: false (the official "
+            "ViT also has class_token: false)"
+        )
+    return patch_size
 
 
 def _check_ranges(
