@@ -135,7 +135,7 @@ class IJEPA(SSLMethod):
                 f"I-JEPA masks one view per image but the data makes {num_global_crops}; "
                 "set the data's augmentation: ijepa"
             )
-        vit = self.backbone.model
+        vit: Any = self.backbone.model  # a timm VisionTransformer (checked below)
         self.patch_size = _check_vit(vit)
         heads = predictor_num_heads or vit.blocks[0].attn.num_heads
         self.predictor = IJEPAPredictor(self.backbone.dim, predictor_dim, predictor_depth, heads)
