@@ -10,6 +10,7 @@ from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR
+from lightning_ssl.methods.pcl import PCL
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.methods.simsiam import SimSiam
 from lightning_ssl.methods.swav import SwAV
@@ -21,6 +22,7 @@ __all__ = [
     "DINO",
     "MAE",
     "NNCLR",
+    "PCL",
     "BarlowTwins",
     "InstDisc",
     "MoCo",
