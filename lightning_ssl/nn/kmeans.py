@@ -41,11 +41,13 @@ SPLIT_EPS = 1.0 / 1024.0
 @dataclass(frozen=True)
 class KMeansResult:
     """``centroids`` ``(k, D)``; each point's nearest centroid ``assignments`` ``(N,)`` and its
-    squared L2 ``distances`` ``(N,)`` to it."""
+    squared L2 ``distances`` ``(N,)`` to it; the kept run's ``objective`` (faiss': the sum of
+    squared distances of the training points at its last assignment)."""
 
     centroids: Tensor
     assignments: Tensor
     distances: Tensor
+    objective: float
 
 
 def kmeans(
@@ -91,7 +93,7 @@ def kmeans(
             best, best_objective = centroids, objective
     assert best is not None
     assignments, distances = nearest_centroids(x, best, block_elements)
-    return KMeansResult(best, assignments, distances)
+    return KMeansResult(best, assignments, distances, best_objective)
 
 
 def _lloyd(
