@@ -222,6 +222,10 @@ def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_p
         small = {**_tiny(cls), "bank_size": 8, "num_negatives": 4}
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,
                               sample_indices=True)  # fmt: skip
+    elif name == "PCL":  # dataset indices; prototypes from the first epoch (in the checkpoint)
+        clusters = dict(num_clusters=[2, 3], num_negative_prototypes=2, proto_warmup_epochs=0)
+        small = {**_tiny(cls), **clusters, "kmeans_restarts": 1}
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, sample_indices=True)
     else:
         small = _tiny(cls)
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)

@@ -11,6 +11,7 @@ from lightning_ssl.losses.dino import dino_loss, dino_teacher_entropy, update_di
 from lightning_ssl.losses.ijepa import ijepa_loss
 from lightning_ssl.losses.instance_discrimination import instance_softmax_loss, nce_loss
 from lightning_ssl.losses.mae import mae_loss
+from lightning_ssl.losses.prototypical import proto_nce_loss
 from lightning_ssl.losses.similarity import (
     negative_cosine_similarity,
     normalized_squared_distance,
@@ -33,6 +34,7 @@ __all__ = [
     "negative_cosine_similarity",
     "normalized_squared_distance",
     "nt_xent_loss",
+    "proto_nce_loss",
     "sinkhorn_knopp",
     "swav_loss",
     "tiled_clip_loss",

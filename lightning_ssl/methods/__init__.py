@@ -11,6 +11,7 @@ from lightning_ssl.methods.mae import MAE
 from lightning_ssl.methods.moco import MoCo
 from lightning_ssl.methods.mocov3 import MoCoV3
 from lightning_ssl.methods.nnclr import NNCLR
+from lightning_ssl.methods.pcl import PCL
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.methods.simsiam import SimSiam
 from lightning_ssl.methods.swav import SwAV
@@ -23,6 +24,7 @@ __all__ = [
     "IJEPA",
     "MAE",
     "NNCLR",
+    "PCL",
     "BarlowTwins",
     "InstDisc",
     "MoCo",

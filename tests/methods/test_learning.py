@@ -19,6 +19,19 @@ COMMON = dict(backbone="timm:test_resnet", warmup_epochs=0.0, lr_scaling="none")
 NARROW = {
     "SimCLR": dict(proj_hidden_dim=256, proj_dim=64, temperature=0.2, optimizer="adamw", lr=2e-3),
     "MoCo": dict(proj_hidden_dim=256, proj_dim=64, queue_size=256, tau_base=0.99, tau_final=0.99),
+    # PCL: prototypes of the initial momentum features from the first step (25 and 50 clusters
+    # of the 2,560 images), ProtoNCE beside InfoNCE throughout
+    "PCL": dict(
+        proj_hidden_dim=256,
+        proj_dim=64,
+        queue_size=256,
+        tau_base=0.99,
+        tau_final=0.99,
+        num_clusters=[25, 50],
+        num_negative_prototypes=16,
+        proto_warmup_epochs=0,
+        kmeans_restarts=1,
+    ),
     "MoCoV3": dict(
         proj_hidden_dim=256, proj_dim=64, pred_hidden_dim=256, optimizer="adamw", lr=2e-3
     ),
@@ -46,7 +59,8 @@ NARROW = {
     "BarlowTwins": dict(proj_hidden_dim=256, proj_dim=256, optimizer="adamw", lr=2e-3),
     "VICReg": dict(proj_hidden_dim=256, proj_dim=256, optimizer="adamw", lr=2e-3),
 }
-AUGMENTATION = {"BYOL": "byol", "DINO": "dino", "SwAV": "swav", "MoCo": "moco", "MoCoV3": "byol"}
+AUGMENTATION = {"BYOL": "byol", "DINO": "dino", "SwAV": "swav", "MoCoV3": "byol"}
+AUGMENTATION |= {"MoCo": "moco", "PCL": "moco"}
 LOCAL_CROPS = {"DINO": 2, "SwAV": 2}
 
 
@@ -95,6 +109,6 @@ def test_method_learns_on_real_images(name, cifar10_dir):
     losses = recorder.losses
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses), losses
     # MoCo's queue starts with random keys (easy negatives): compare once they are replaced.
-    start = NARROW[name]["queue_size"] // 64 if name == "MoCo" else 0
+    start = NARROW[name]["queue_size"] // 64 if name in ("MoCo", "PCL") else 0
     first, last = sum(losses[start : start + 8]) / 8, sum(losses[-8:]) / 8
     assert last < first, f"{name}: loss went from {first:.4f} to {last:.4f}"

@@ -1,0 +1,74 @@
+"""PCL resumes exactly: the shipped CIFAR-10 config through the CLI at a tiny size, resumed from
+a step checkpoint in the middle of the first epoch with prototypes, keeps that epoch's clustering
+(it is in the checkpoint with its epoch, so nothing is reclustered from the mid-epoch weights)
+and ends with the uninterrupted run's weights, queue, prototypes, optimizer, schedule and online
+probe bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_ssl.cli import run_cli
+from tests.resume_runs import BATCH, EPOCHS, REPO, STEPS, TRAIN, assert_bitwise_equal, trained_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIG = REPO / "configs" / "pcl" / "cifar10.yaml"
+
+
+def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
+    args = [
+        "fit",
+        f"--config={CONFIG}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.precision=32",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        f"--trainer.max_epochs={EPOCHS}",
+        "--model.init_args.backbone=timm:test_resnet",
+        "--model.init_args.cifar_stem=false",
+        "--model.init_args.proj_hidden_dim=64",
+        "--model.init_args.proj_dim=32",
+        "--model.init_args.queue_size=64",
+        "--model.init_args.num_clusters=[4, 8]",
+        "--model.init_args.num_negative_prototypes=4",
+        "--model.init_args.proto_warmup_epochs=1",  # prototypes from the second epoch on
+        "--model.init_args.kmeans_restarts=2",
+        f"--data.init_args.data_dir={data_dir}",
+        f"--data.init_args.train_subset={TRAIN}",
+        "--data.init_args.val_subset=32",
+        f"--data.init_args.batch_size={BATCH}",
+        "--data.init_args.num_workers=2",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=2",
+        "--trainer.callbacks.save_top_k=-1",
+        "--trainer.callbacks.filename={step}",
+        *([f"--ckpt_path={ckpt}"] if ckpt else []),
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root.parent)
+        patch.setenv("WANDB_MODE", "disabled")
+        run_cli(args)
+    return trained_state(root / "checkpoints" / f"step={STEPS}.ckpt")
+
+
+def test_pcl_resume_mid_epoch_keeps_the_clustering_and_is_bitwise_exact(cifar10_dir, tmp_path):
+    expected = _fit(cifar10_dir, tmp_path / "straight")
+    steps_per_epoch = TRAIN // BATCH
+    folder = tmp_path / "straight" / "checkpoints"
+    before = trained_state(folder / f"step={steps_per_epoch - 2}.ckpt")["model"]
+    middle = trained_state(folder / f"step={steps_per_epoch + 2}.ckpt")["model"]
+    assert int(before["prototypes.epoch"]) == -1  # InfoNCE alone in the first epoch
+    assert int(middle["prototypes.epoch"]) == 1
+    assert middle["prototypes.levels.1.centroids"].shape == (8, 32)
+    assert middle["prototypes.levels.0.assignments"].shape == (TRAIN,)
+    got = _fit(cifar10_dir, tmp_path / "run", ckpt=folder / f"step={steps_per_epoch + 2}.ckpt")
+    assert_bitwise_equal(got, expected, f"PCL resumed at step {steps_per_epoch + 2}")
+    for key, value in middle.items():  # the second epoch's clustering, kept to its end
+        if key.startswith("prototypes."):
+            assert torch.equal(got["model"][key], value), key
