@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 from timm.data import create_transform
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
@@ -83,7 +84,22 @@ def finetune_train_transform(
         mean=tuple(mean),
         std=tuple(std),
     )
+    for step in timm_transform.transforms:
+        for op in getattr(step, "ops", []):  # RandAugment's operations
+            if op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
     return v2.Compose([v2.Lambda(_as_uint8_image), v2.ToPILImage(), timm_transform])
+
+
+def _posterize(image: Image.Image, bits: int, **_: Any) -> Image.Image:
+    """timm's posterize, also for ``bits = 0`` (all bits cleared: a black image), which timm's
+    ``PosterizeIncreasing`` asks for at magnitude 10 (``rand-m9-mstd0.5`` reaches it) and
+    Pillow >= 11 refuses (``bits must be between or equal to 1 and 8``)."""
+    if bits >= 8:
+        return image
+    if bits <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits)
 
 
 def with_transform(dataset: Dataset, transform: Callable) -> Dataset:
