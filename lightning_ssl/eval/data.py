@@ -74,8 +74,8 @@ def finetune_train_transform(
     timm_transform = create_transform(
         input_size=size,
         is_training=True,
-        scale=tuple(scale),
-        color_jitter=None,  # MAE: no colour jitter beside RandAugment
+        scale=(scale[0], scale[1]),
+        color_jitter=None,  # type: ignore[arg-type]  # MAE passes None: no colour jitter
         auto_augment=auto_augment or None,
         interpolation=interpolation,
         re_prob=random_erase,
