@@ -31,7 +31,7 @@ from lightning_ssl.cli_messages import (
     user_errors,
 )
 from lightning_ssl.data import SSLDataModule
-from lightning_ssl.eval import knn_eval, linear  # noqa: F401 (short names: --model KNNEvaluation)
+from lightning_ssl.eval import finetune, knn_eval, linear  # noqa: F401 (short names: --model FineTune)
 from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.loggers import configure_wandb, place_loggers
 from lightning_ssl.methods import SSLMethod  # noqa: F401 (short names: --model SimCLR)

@@ -2,6 +2,8 @@
 
 * :mod:`~lightning_ssl.eval.linear`: ``LinearEvaluation``, offline linear evaluation;
 * :mod:`~lightning_ssl.eval.knn_eval`: ``KNNEvaluation``, offline kNN evaluation;
+* :mod:`~lightning_ssl.eval.finetune`: ``FineTune``, full fine-tuning (MAE's recipe) and the
+  semi-supervised protocol (:mod:`~lightning_ssl.eval.subsets`: 1% / 10% of the labels);
 * :mod:`~lightning_ssl.eval.pretrained`: loading any method's checkpoint and its encoder;
 * :mod:`~lightning_ssl.eval.data`: the labelled loaders and feature banks they use.
 

@@ -16,6 +16,8 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
+from timm.data import create_transform
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
@@ -23,6 +25,7 @@ from torchvision.transforms import v2
 from lightning_ssl import distributed
 from lightning_ssl.data import SSLDataModule
 from lightning_ssl.data.transforms import _as_uint8_image
+from lightning_ssl.eval.subsets import balanced_subset, read_subset_file, subset_from_file
 
 
 def linear_train_transform(
@@ -48,6 +51,55 @@ def linear_train_transform(
             v2.Normalize(list(mean), list(std)),
         ]
     )
+
+
+def finetune_train_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+    random_erase: float = 0.25,
+    scale: tuple[float, float] = (0.08, 1.0),
+    interpolation: str = "bicubic",
+) -> v2.Compose:
+    """Fine-tuning's training transform: timm's ``create_transform`` as MAE calls it
+    (``util/datasets.py``: random resized crop, flip, RandAugment, normalisation, random
+    erasing in ``pixel`` mode), on a PIL image made from our tensor or PIL input.
+
+    Examples:
+        >>> t = finetune_train_transform(32, (0.5,) * 3, (0.25,) * 3)
+        >>> tuple(t(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape)
+        (3, 32, 32)
+    """
+    timm_transform = create_transform(
+        input_size=size,
+        is_training=True,
+        scale=(scale[0], scale[1]),
+        color_jitter=None,  # type: ignore[arg-type]  # MAE passes None: no colour jitter
+        auto_augment=auto_augment or None,
+        interpolation=interpolation,
+        re_prob=random_erase,
+        re_mode="pixel",
+        re_count=1,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    for step in timm_transform.transforms:
+        for op in getattr(step, "ops", []):  # RandAugment's operations
+            if op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
+    return v2.Compose([v2.Lambda(_as_uint8_image), v2.ToPILImage(), timm_transform])
+
+
+def _posterize(image: Image.Image, bits: int, **_: Any) -> Image.Image:
+    """timm's posterize, also for ``bits = 0`` (all bits cleared: a black image), which timm's
+    ``PosterizeIncreasing`` asks for at magnitude 10 (``rand-m9-mstd0.5`` reaches it) and
+    Pillow >= 11 refuses (``bits must be between or equal to 1 and 8``)."""
+    if bits >= 8:
+        return image
+    if bits <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits)
 
 
 def with_transform(dataset: Dataset, transform: Callable) -> Dataset:
@@ -106,6 +158,13 @@ class LinearEvalDataModule(L.LightningDataModule):
         augment: random resized crop and flip (the papers' linear protocol) or none.
         crop_scale: area range of the random resized crop.
         indices_only: yield dataset indices instead of images (feature caching).
+        train_transform: the training images' transform instead of the linear protocol's
+            (fine-tuning's RandAugment pipeline); ``augment`` is then ignored.
+        label_fraction: train on this share of the labelled images only, the same number of
+            each class, drawn with the data's ``seed`` (the semi-supervised protocol, see
+            :func:`~lightning_ssl.eval.subsets.balanced_subset`).
+        subset_file: train on the images whose file names this text file lists (SimCLR's
+            ImageNet ``1percent.txt`` / ``10percent.txt``); ImageFolder data only.
 
     Examples:
         >>> dm = CIFAR10DataModule("data/cifar10", batch_size=256)  # doctest: +SKIP
@@ -118,12 +177,21 @@ class LinearEvalDataModule(L.LightningDataModule):
         augment: bool = True,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         indices_only: bool = False,
+        train_transform: Callable | None = None,
+        label_fraction: float | None = None,
+        subset_file: str | None = None,
     ) -> None:
         super().__init__()
+        if label_fraction is not None and subset_file is not None:
+            raise ValueError("give label_fraction or subset_file, not both")
+        if indices_only and (label_fraction is not None or subset_file is not None):
+            raise ValueError("the feature cache holds the whole training split: no label subset")
         self.data, self.augment = data, augment
         self.crop_scale = (crop_scale[0], crop_scale[1])  # a list when read from YAML
-        self.indices_only = indices_only
+        self.indices_only, self.train_transform = indices_only, train_transform
+        self.label_fraction, self.subset_file = label_fraction, subset_file
         self.batch_size = data.batch_size
+        self._labelled: Dataset | None = None
 
     def __getattr__(self, name: str) -> Any:
         # num_classes, image_size, mean, std, train_eval_dataloader ... of the wrapped data.
@@ -140,15 +208,32 @@ class LinearEvalDataModule(L.LightningDataModule):
 
     def train_dataset(self) -> Dataset:
         """The labelled training split under the linear-evaluation transform (or indices)."""
-        dataset = self.data.dataset("train_eval")
+        dataset = self.labelled_dataset()
         if self.indices_only:
             return _Indices(dataset_labels(dataset))
+        if self.train_transform is not None:
+            return with_transform(dataset, self.train_transform)
         if not self.augment:
             return dataset
         transform = linear_train_transform(
             self.data.image_size, self.data.mean, self.data.std, self.crop_scale
         )
         return with_transform(dataset, transform)
+
+    def labelled_dataset(self) -> Dataset:
+        """The labelled training images under the evaluation transform: the ``train_eval``
+        split, or its subset of ``label_fraction`` / ``subset_file`` (computed once)."""
+        if self._labelled is None:
+            dataset = self.data.dataset("train_eval")
+            if self.subset_file is not None:
+                indices = subset_from_file(dataset, read_subset_file(self.subset_file))
+                dataset = Subset(dataset, indices)
+            elif self.label_fraction is not None:
+                labels = dataset_labels(dataset)
+                seed = self.data.hparams["seed"]
+                dataset = Subset(dataset, balanced_subset(labels, self.label_fraction, seed))
+            self._labelled = dataset
+        return self._labelled
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()

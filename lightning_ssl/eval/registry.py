@@ -26,6 +26,7 @@ from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 _EVALUATIONS = {
     "LinearEvaluation": "lightning_ssl.eval.linear",
     "KNNEvaluation": "lightning_ssl.eval.knn_eval",
+    "FineTune": "lightning_ssl.eval.finetune",
 }
 
 
