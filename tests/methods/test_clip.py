@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,3 +84,38 @@ def test_missing_open_clip_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "open_clip", None)  # import fails
     with pytest.raises(ImportError, match=r'pip install "lightning-ssl\[clip\]"'):
         CLIP(**TINY)
+
+
+def _hand_zero_shot(model: CLIP, monitor: ZeroShotMonitor, data) -> tuple[float, torch.Tensor]:
+    """Top-1 of the nearest class prompt ensemble over the held-out images, counted by hand;
+    and their labels."""
+    weights = monitor.class_embeddings(model, data.class_names)
+    hits, labels = [], []
+    model.eval()
+    with torch.no_grad():
+        for images, targets in data.val_dataloader():
+            scores = model.embed_image(model.extract_features(images)) @ weights.T
+            hits.append(scores.argmax(1) == targets)
+            labels.append(targets)
+    return float(torch.cat(hits).float().mean()), torch.cat(labels)
+
+
+def test_zero_shot_monitor_on_real_held_out_images_is_the_hand_count(cifar10_dir):
+    """After one epoch (4 steps) on CIFAR-10 pairs captioned from class names, the logged
+    ``val/zeroshot_top1`` (CLIP's 7-prompt ensemble, counted by torchmetrics over the epoch) is
+    the top-1 of the nearest class ensemble counted by hand over the same 256 held-out images,
+    and ``val/zeroshot_top5`` is at least it."""
+    L.seed_everything(0)
+    data = ImageTextDataModule(
+        str(cifar10_dir), val_dir="test", image_size=32, batch_size=32, num_workers=0,
+        context_length=16, train_subset=128, val_subset=256,
+    )  # fmt: skip
+    model = CLIP(**TINY, num_classes=10)
+    monitor = ZeroShotMonitor()
+    trainer = quick_trainer(max_steps=-1, max_epochs=1, limit_val_batches=None, callbacks=[monitor])
+    trainer.fit(model, data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    zero_shot, labels = _hand_zero_shot(model, monitor, data)
+    assert len(labels) == 256
+    assert metrics["val/zeroshot_top1"] == pytest.approx(zero_shot, abs=1e-6)
+    assert metrics["val/zeroshot_top5"] >= zero_shot
