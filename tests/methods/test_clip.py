@@ -9,11 +9,13 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ssl.callbacks import ZeroShotMonitor
 from lightning_ssl.data import ImageTextDataModule
 from lightning_ssl.losses import clip_loss
 from lightning_ssl.methods import CLIP
+from tests.ddp_utils import lightning_env, run_distributed
 from tests.methods.helpers import quick_trainer
 
 pytest.importorskip("open_clip")
@@ -119,3 +121,46 @@ def test_zero_shot_monitor_on_real_held_out_images_is_the_hand_count(cifar10_dir
     assert len(labels) == 256
     assert metrics["val/zeroshot_top1"] == pytest.approx(zero_shot, abs=1e-6)
     assert metrics["val/zeroshot_top5"] >= zero_shot
+
+
+NAMES = ["cat", "dog", "ship", "truck"]
+
+
+def _val_set() -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(50, 3, 32, 32, generator=g), torch.randint(0, 4, (50,)))
+
+
+def _zero_shot_worker(rank: int, world_size: int) -> dict:
+    lightning_env(rank, world_size)
+    torch.manual_seed(0)
+    model = CLIP(**TINY, num_classes=4)
+    monitor = ZeroShotMonitor(templates=["a photo of a {}."], class_names=NAMES)
+    trainer = quick_trainer(
+        devices=world_size, strategy="ddp", limit_val_batches=None, callbacks=[monitor]
+    )
+    trainer.validate(model, dataloaders=DataLoader(_val_set(), batch_size=8), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if "zeroshot" in k}
+
+
+def test_zero_shot_accuracy_is_of_the_union_of_two_processes_images():
+    """2 gloo processes validate 25 of 50 images each: both log the top-1 and top-5 of all 50,
+    counted by hand here with the same (seeded) model."""
+    out = run_distributed(_zero_shot_worker, 2)
+    torch.manual_seed(0)
+    model = CLIP(**TINY, num_classes=4).eval()
+    monitor = ZeroShotMonitor(templates=["a photo of a {}."], class_names=NAMES)
+    images, labels = _val_set().tensors
+    with torch.no_grad():
+        scores = model.embed_image(model.extract_features(images)) @ monitor.class_embeddings(
+            model, NAMES
+        ).T
+    top = scores.topk(4, dim=1).indices
+    expected = {
+        "val/zeroshot_top1": float((top[:, 0] == labels).float().mean()),
+        "val/zeroshot_top5": 1.0,  # 4 classes: the label is always among the top 5
+    }
+    for rank in out:
+        assert rank.keys() == expected.keys()
+        for key, value in expected.items():
+            assert rank[key] == pytest.approx(value, abs=1e-6), key
