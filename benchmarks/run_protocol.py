@@ -69,7 +69,7 @@ METHODS = (
 )
 #: Methods of the cpu protocol only (their recipes' explicit views do not take the overlays'
 #: image sizes, and no library publishes figures for them).
-CPU_ONLY_METHODS = ("instdisc",)
+CPU_ONLY_METHODS = ("instdisc", "clip")
 PUBLISHED = REPO / "benchmarks" / "cifar10" / "published.yaml"
 #: Seconds kept back from --time-limit for start-up and the final checkpoint.
 TIME_MARGIN = 90

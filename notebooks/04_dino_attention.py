@@ -49,18 +49,21 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _data import TINY, dataset_dir
+from _data import (
+    TINY,
+    held_out_images,
+    imagewoof_breeds,
+    imagewoof_data,
+    short_run_trainer,
+    to_rgb,
+)
 
-from lightning_ssl.data import ImageFolderDataModule
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.methods import DINO
 
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
 
-IMAGEWOOF = dataset_dir("imagewoof2-160")
-BREEDS = dict(line.split("\t") for line in (IMAGEWOOF / "classes.tsv").read_text().splitlines())
-WNIDS = sorted(p.name for p in (IMAGEWOOF / "train").iterdir() if p.is_dir())  # label order
 CHECKPOINT = os.environ.get("LIGHTNING_SSL_DINO_CHECKPOINT")
 EPOCHS, TRAIN, BATCH = (2, 128, 32) if TINY else (100, None, 64)
 SHOWN = 4  # validation images drawn
@@ -69,7 +72,8 @@ SHOWN = 4  # validation images drawn
 # ## The model
 #
 # Without a checkpoint, a DINO student/teacher pair is trained here with the library's Python API
-# (what the `lightning-ssl` command builds from a config): an `ImageFolderDataModule` with DINO's
+# (what the `lightning-ssl` command builds from a config; `_data.py` holds the Imagewoof loading
+# this notebook shares with notebook 05): an `ImageFolderDataModule` with DINO's
 # multi-crop views (2 global crops, here 2 local crops of 32 px) and a `DINO` module whose
 # `num_classes`, `image_size` and crop counts come from the data. The head is shrunk
 # (`out_dim` 1,024 instead of 65,536) to suit the tiny ViT. DINO evaluates the **teacher**
@@ -78,20 +82,16 @@ SHOWN = 4  # validation images drawn
 # %%
 if CHECKPOINT:
     model = load_pretrained(CHECKPOINT)  # weights_only: a checkpoint never runs code
-    image_size = model.hparams.image_size
-    data = ImageFolderDataModule(str(IMAGEWOOF), image_size=image_size, num_workers=0)
+    data = imagewoof_data(model.hparams.image_size)
 else:
     L.seed_everything(0, verbose=False)
-    image_size = 64
-    data = ImageFolderDataModule(
-        str(IMAGEWOOF),
-        image_size=image_size,
+    data = imagewoof_data(
+        64,
         augmentation="dino",
         num_local_crops=2,
         local_size=32,
         batch_size=BATCH,
         train_subset=TRAIN,
-        num_workers=0,
     )
     model = DINO(
         backbone="timm:test_vit",
@@ -107,17 +107,9 @@ else:
         num_global_crops=data.num_global_crops,
         num_local_crops=data.num_local_crops,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=EPOCHS,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
+    short_run_trainer(EPOCHS).fit(model, datamodule=data)
 model.eval()
+image_size = data.image_size
 vit = model.teacher.backbone.model  # the timm VisionTransformer inside the teacher's Backbone
 patch = vit.patch_embed.patch_size[0]
 grid = image_size // patch
@@ -155,10 +147,7 @@ def attention_hook(store: dict):
     return hook
 
 
-val = data.dataset("val")
-picks = np.linspace(0, len(val) - 1, SHOWN).astype(int).tolist()  # different breeds
-images = torch.stack([val[i][0] for i in picks])
-labels = [val[i][1] for i in picks]
+images, labels = held_out_images(data, SHOWN)  # different breeds
 last = vit.blocks[-1].attn
 
 store: dict = {}
@@ -181,7 +170,7 @@ torch.testing.assert_close(attention, unfused["attention"], rtol=1e-4, atol=1e-6
 cls_row = attention[:, :, 0, :]  # (B, heads, N): [CLS] attends to every token, sums to 1
 to_patches = cls_row[:, :, vit.num_prefix_tokens :]
 maps = to_patches / to_patches.sum(-1, keepdim=True)  # a distribution over the patches
-maps = maps.reshape(len(picks), -1, grid, grid)
+maps = maps.reshape(len(images), -1, grid, grid)
 print(f"attention {tuple(attention.shape)} -> maps {tuple(maps.shape)} (images, heads, grid)")
 
 # %% [markdown]
@@ -193,8 +182,7 @@ print(f"attention {tuple(attention.shape)} -> maps {tuple(maps.shape)} (images, 
 # DINO's heads light up the dog (different heads, different parts); the tiny model's do not.
 
 # %%
-mean = torch.tensor(data.mean).view(3, 1, 1)
-std = torch.tensor(data.std).view(3, 1, 1)
+breeds = imagewoof_breeds(data)
 heads = maps.shape[1]
 
 
@@ -214,13 +202,13 @@ def top_mass_mask(attention_map: torch.Tensor, mass: float = 0.6) -> torch.Tenso
 
 
 fig, axes = plt.subplots(
-    len(picks), heads + 3, figsize=(1.6 * (heads + 3), 1.7 * len(picks)), layout="constrained"
+    len(images), heads + 3, figsize=(1.6 * (heads + 3), 1.7 * len(images)), layout="constrained"
 )
 masks = []
 for row, (image, label) in enumerate(zip(images, labels, strict=True)):
-    pixels = (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    pixels = to_rgb(image, data)
     axes[row, 0].imshow(pixels)
-    axes[row, 0].set_title(BREEDS[WNIDS[label]], fontsize=7)
+    axes[row, 0].set_title(breeds[label], fontsize=7)
     for h in range(heads):
         axes[row, h + 1].imshow(upsample(maps[row, h]), cmap="inferno")
         axes[row, h + 1].set_title(f"head {h}", fontsize=7)
@@ -243,9 +231,9 @@ plt.show()
 
 # %%
 tokens = vit.num_prefix_tokens + grid * grid
-assert attention.shape == (len(picks), heads, tokens, tokens)
-torch.testing.assert_close(cls_row.sum(-1), torch.ones(len(picks), heads))
-assert maps.shape == (len(picks), heads, grid, grid) and (maps >= 0).all()
-torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(len(picks), heads))
+assert attention.shape == (len(images), heads, tokens, tokens)
+torch.testing.assert_close(cls_row.sum(-1), torch.ones(len(images), heads))
+assert maps.shape == (len(images), heads, grid, grid) and (maps >= 0).all()
+torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(len(images), heads))
 assert all(mask.shape == (grid, grid) and 0 < mask.sum() <= grid * grid for mask in masks)
 print("all checks passed")

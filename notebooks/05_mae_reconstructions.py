@@ -49,11 +49,9 @@ import warnings
 
 import lightning as L
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from _data import TINY, dataset_dir
+from _data import TINY, held_out_images, imagewoof_data, short_run_trainer, to_rgb
 
-from lightning_ssl.data import ImageFolderDataModule
 from lightning_ssl.eval.pretrained import load_pretrained
 from lightning_ssl.methods import MAE
 from lightning_ssl.nn.mae import patchify, unpatchify
@@ -61,7 +59,6 @@ from lightning_ssl.nn.mae import patchify, unpatchify
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
 
-IMAGEWOOF = dataset_dir("imagewoof2-160")
 CHECKPOINT = os.environ.get("LIGHTNING_SSL_MAE_CHECKPOINT")
 EPOCHS, TRAIN, BATCH = (6, 384, 32) if TINY else (200, None, 128)
 SHOWN = 4  # validation images drawn
@@ -70,26 +67,18 @@ SHOWN = 4  # validation images drawn
 # ## The model
 #
 # Without a checkpoint, an MAE is trained here with the library's Python API (what
-# `lightning-ssl fit` builds from a config): an `ImageFolderDataModule` with MAE's single view
+# `lightning-ssl fit` builds from a config; `_data.py` holds the Imagewoof loading this notebook
+# shares with notebook 04): an `ImageFolderDataModule` with MAE's single view
 # (`augmentation="mae"`: a random resized crop of scale 0.2-1 and a flip) and an `MAE` module
 # whose `image_size` comes from the data.
 
 # %%
 if CHECKPOINT:
     model = load_pretrained(CHECKPOINT)  # weights_only: a checkpoint never runs code
-    image_size = model.hparams.image_size
-    data = ImageFolderDataModule(str(IMAGEWOOF), image_size=image_size, num_workers=0)
+    data = imagewoof_data(model.hparams.image_size)
 else:
     L.seed_everything(0, verbose=False)
-    image_size = 32
-    data = ImageFolderDataModule(
-        str(IMAGEWOOF),
-        image_size=image_size,
-        augmentation="mae",
-        batch_size=BATCH,
-        train_subset=TRAIN,
-        num_workers=0,
-    )
+    data = imagewoof_data(32, augmentation="mae", batch_size=BATCH, train_subset=TRAIN)
     model = MAE(
         backbone="timm:test_vit",
         backbone_kwargs={"patch_size": 4},
@@ -104,10 +93,8 @@ else:
         image_size=data.image_size,
         num_global_crops=data.num_global_crops,
     )
-data.setup("validate")
-val = data.dataset("val")
-picks = np.linspace(0, len(val) - 1, SHOWN).astype(int).tolist()  # different breeds
-held_out = torch.stack([val[i][0] for i in picks])
+image_size = data.image_size
+held_out, _ = held_out_images(data, SHOWN)  # different breeds
 
 
 def held_out_loss(model: MAE) -> float:
@@ -119,16 +106,7 @@ def held_out_loss(model: MAE) -> float:
 
 start_loss = held_out_loss(model)
 if not CHECKPOINT:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=EPOCHS,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
+    short_run_trainer(EPOCHS).fit(model, datamodule=data)
 end_loss = held_out_loss(model)
 print(f"held-out reconstruction loss: {start_loss:.3f} before training, {end_loss:.3f} after")
 
@@ -154,23 +132,16 @@ hidden = mask[..., None].float()  # (B, N, 1), 1 where hidden
 pixels_per_patch = pred.shape[-1]
 masked = unpatchify(patchify(held_out, patch) * (1 - hidden), patch, grid)
 pasted = unpatchify(patchify(held_out, patch) * (1 - hidden) + pred * hidden, patch, grid)
-mean = torch.tensor(data.mean).view(3, 1, 1)
-std = torch.tensor(data.std).view(3, 1, 1)
 
-
-def to_rgb(image: torch.Tensor) -> np.ndarray:
-    return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-fig, axes = plt.subplots(len(picks), 3, figsize=(5, 1.8 * len(picks)), layout="constrained")
-for row in range(len(picks)):
+fig, axes = plt.subplots(len(held_out), 3, figsize=(5, 1.8 * len(held_out)), layout="constrained")
+for row in range(len(held_out)):
     hidden_pixels = unpatchify(hidden[row : row + 1].expand(-1, -1, pixels_per_patch), patch, grid)
     grey = hidden_pixels[0, 0, ..., None].numpy()  # (H, W, 1), 1 on hidden patches
-    shown = to_rgb(masked[row]) * (1 - grey) + 0.5 * grey
+    shown = to_rgb(masked[row], data) * (1 - grey) + 0.5 * grey
     columns = {
-        "original": to_rgb(held_out[row]),
+        "original": to_rgb(held_out[row], data),
         "visible 25 %": shown,
-        "reconstruction": to_rgb(pasted[row]),
+        "reconstruction": to_rgb(pasted[row], data),
     }
     for col, (title, picture) in enumerate(columns.items()):
         axes[row, col].imshow(picture)
@@ -192,8 +163,8 @@ plt.show()
 n = grid[0] * grid[1]
 target = patchify(held_out, patch)
 visible_mean = (target * (1 - hidden)).sum(1, keepdim=True) / (1 - hidden).sum(1, keepdim=True)
-colour = visible_mean.view(len(picks), 1, -1, 3).mean(2, keepdim=True)  # (B, 1, 1, 3)
-flat = colour.expand(-1, 1, patch * patch, 3).reshape(len(picks), 1, -1)
+colour = visible_mean.view(len(held_out), 1, -1, 3).mean(2, keepdim=True)  # (B, 1, 1, 3)
+flat = colour.expand(-1, 1, patch * patch, 3).reshape(len(held_out), 1, -1)
 colour_loss = ((flat - target) ** 2).mean(-1)[mask].mean().item()
 print(f"model {end_loss:.3f}, visible-mean-colour baseline {colour_loss:.3f}")
 assert (mask.sum(1) == n - int(n * 0.25)).all()

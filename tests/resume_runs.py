@@ -21,8 +21,20 @@ TRAIN, BATCH, EPOCHS, WORKERS = 96, 16, 2, 2
 STEPS = EPOCHS * TRAIN // BATCH
 
 
-def cli_args(data_dir: Path, root: Path, workers: int = WORKERS, *extra: str) -> list[str]:
-    """``fit`` arguments: the shipped config at tiny sizes, runs under ``root``.
+#: The SimCLR config's heads at a tiny size (other configs pass their own ``model_args``).
+SMALL_PROJECTOR = ("--model.init_args.proj_hidden_dim=64", "--model.init_args.proj_dim=32")
+
+
+def cli_args(
+    data_dir: Path,
+    root: Path,
+    workers: int = WORKERS,
+    *extra: str,
+    config: Path = CONFIG,
+    model_args: tuple[str, ...] = SMALL_PROJECTOR,
+) -> list[str]:
+    """``fit`` arguments: a shipped config (default SimCLR's) at tiny sizes, runs under ``root``;
+    ``model_args`` shrink the method's own parts (the backbone is timm's ``test_resnet``).
 
     Checkpoints (all in ``root/checkpoints``): the config's own (``last.ckpt`` and the newest
     ``epoch=E-step=S.ckpt`` after each validation), and every 2 optimizer steps a kept
@@ -30,7 +42,7 @@ def cli_args(data_dir: Path, root: Path, workers: int = WORKERS, *extra: str) ->
     """
     return [
         "fit",
-        f"--config={CONFIG}",
+        f"--config={config}",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         "--trainer.precision=32",
@@ -40,8 +52,7 @@ def cli_args(data_dir: Path, root: Path, workers: int = WORKERS, *extra: str) ->
         f"--trainer.max_epochs={EPOCHS}",
         "--model.init_args.backbone=timm:test_resnet",
         "--model.init_args.cifar_stem=false",
-        "--model.init_args.proj_hidden_dim=64",
-        "--model.init_args.proj_dim=32",
+        *model_args,
         f"--data.init_args.data_dir={data_dir}",
         f"--data.init_args.train_subset={TRAIN}",
         "--data.init_args.val_subset=32",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_ssl.callbacks.online_probe import topk_correct
+from lightning_ssl.callbacks.accuracy import EpochAccuracy
 from lightning_ssl.data.tokenizer import ZERO_SHOT_TEMPLATES, fill_templates, tokenize
 from lightning_ssl.lightning_types import trainer_attributes
 
@@ -30,7 +30,9 @@ class ZeroShotMonitor(L.Callback):
     template filled with the class name (CLIP's prompt ensembling, section 3.1.4); an image's
     prediction is the class of highest cosine similarity to its embedding. The model provides
     ``encode_text(tokens)``, ``embed_image(features)`` and ``hparams.context_length``; the
-    features are those ``validation_step`` returns. Counts are summed over processes.
+    features are those ``validation_step`` returns. Accuracy is counted by
+    :class:`~lightning_ssl.callbacks.accuracy.EpochAccuracy` (torchmetrics, as the probe and the
+    kNN monitor), summed over processes; labels below 0 are left out.
 
     Args:
         templates: prompt templates, each with one ``{}`` (default: CLIP's 7-prompt ensemble).
@@ -54,7 +56,7 @@ class ZeroShotMonitor(L.Callback):
         self.templates, self.class_names = list(templates), class_names
         self.every_n_epochs = every_n_epochs
         self._classifier: Tensor | None = None
-        self._counts: Tensor | None = None
+        self._accuracy: EpochAccuracy | None = None
 
     def _names(self, trainer: L.Trainer) -> list[str]:
         datamodule = trainer_attributes(trainer).datamodule
@@ -76,11 +78,11 @@ class ZeroShotMonitor(L.Callback):
         return F.normalize(F.normalize(per_prompt, dim=-1).mean(dim=1), dim=-1)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._classifier = None
+        self._classifier, self._accuracy = None, None
         if (trainer.current_epoch + 1) % self.every_n_epochs and not trainer.sanity_checking:
             return
         self._classifier = self.class_embeddings(pl_module, self._names(trainer))
-        self._counts = torch.zeros(3, device=pl_module.device)  # top1, top5, seen
+        self._accuracy = EpochAccuracy(len(self._classifier), pl_module.device)
 
     @torch.no_grad()
     def on_validation_batch_end(
@@ -92,20 +94,18 @@ class ZeroShotMonitor(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._classifier is None or self._counts is None:
+        if self._classifier is None or self._accuracy is None:
             return
         embed_image = cast(_ImageTextModel, pl_module).embed_image
         images = embed_image(outputs["features"].float()).float()
-        correct = topk_correct(images @ self._classifier.T, batch[1])
-        self._counts += torch.cat([correct, torch.tensor([len(batch[1])], device=correct.device)])
+        labels = batch[1]
+        keep = labels >= 0
+        self._accuracy.update(images[keep] @ self._classifier.T, labels[keep])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._classifier is None or self._counts is None or trainer.sanity_checking:
+        accuracy, self._classifier, self._accuracy = self._accuracy, None, None
+        if accuracy is None or trainer.sanity_checking:
             return
-        counts = trainer.strategy.reduce(self._counts.clone(), reduce_op="sum")
-        seen = counts[2].clamp(min=1)
-        for k, name in ((0, "top1"), (1, "top5")):
-            pl_module.log(
-                f"val/zeroshot_{name}", counts[k] / seen, sync_dist=False, rank_zero_only=False
-            )
-        self._classifier = None
+        top1, top5 = accuracy.compute()  # summed over processes: every rank calls it
+        pl_module.log("val/zeroshot_top1", top1, sync_dist=False, rank_zero_only=False)
+        pl_module.log("val/zeroshot_top5", top5, sync_dist=False, rank_zero_only=False)

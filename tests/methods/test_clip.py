@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ssl.callbacks import ZeroShotMonitor
 from lightning_ssl.data import ImageTextDataModule
 from lightning_ssl.losses import clip_loss
 from lightning_ssl.methods import CLIP
+from tests.ddp_utils import lightning_env, run_distributed
 from tests.methods.helpers import quick_trainer
 
 pytest.importorskip("open_clip")
@@ -83,3 +86,81 @@ def test_missing_open_clip_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "open_clip", None)  # import fails
     with pytest.raises(ImportError, match=r'pip install "lightning-ssl\[clip\]"'):
         CLIP(**TINY)
+
+
+def _hand_zero_shot(model: CLIP, monitor: ZeroShotMonitor, data) -> tuple[float, torch.Tensor]:
+    """Top-1 of the nearest class prompt ensemble over the held-out images, counted by hand;
+    and their labels."""
+    weights = monitor.class_embeddings(model, data.class_names)
+    hits, labels = [], []
+    model.eval()
+    with torch.no_grad():
+        for images, targets in data.val_dataloader():
+            scores = model.embed_image(model.extract_features(images)) @ weights.T
+            hits.append(scores.argmax(1) == targets)
+            labels.append(targets)
+    return float(torch.cat(hits).float().mean()), torch.cat(labels)
+
+
+def test_zero_shot_monitor_on_real_held_out_images_is_the_hand_count(cifar10_dir):
+    """After one epoch (4 steps) on CIFAR-10 pairs captioned from class names, the logged
+    ``val/zeroshot_top1`` (CLIP's 7-prompt ensemble, counted by torchmetrics over the epoch) is
+    the top-1 of the nearest class ensemble counted by hand over the same 256 held-out images,
+    and ``val/zeroshot_top5`` is at least it."""
+    L.seed_everything(0)
+    data = ImageTextDataModule(
+        str(cifar10_dir), val_dir="test", image_size=32, batch_size=32, num_workers=0,
+        context_length=16, train_subset=128, val_subset=256,
+    )  # fmt: skip
+    model = CLIP(**TINY, num_classes=10)
+    monitor = ZeroShotMonitor()
+    trainer = quick_trainer(max_steps=-1, max_epochs=1, limit_val_batches=None, callbacks=[monitor])
+    trainer.fit(model, data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    zero_shot, labels = _hand_zero_shot(model, monitor, data)
+    assert len(labels) == 256
+    assert metrics["val/zeroshot_top1"] == pytest.approx(zero_shot, abs=1e-6)
+    assert metrics["val/zeroshot_top5"] >= zero_shot
+
+
+NAMES = ["cat", "dog", "ship", "truck"]
+
+
+def _val_set() -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(50, 3, 32, 32, generator=g), torch.randint(0, 4, (50,)))
+
+
+def _zero_shot_worker(rank: int, world_size: int) -> dict:
+    lightning_env(rank, world_size)
+    torch.manual_seed(0)
+    model = CLIP(**TINY, num_classes=4)
+    monitor = ZeroShotMonitor(templates=["a photo of a {}."], class_names=NAMES)
+    trainer = quick_trainer(
+        devices=world_size, strategy="ddp", limit_val_batches=None, callbacks=[monitor]
+    )
+    trainer.validate(model, dataloaders=DataLoader(_val_set(), batch_size=8), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if "zeroshot" in k}
+
+
+def test_zero_shot_accuracy_is_of_the_union_of_two_processes_images():
+    """2 gloo processes validate 25 of 50 images each: both log the top-1 and top-5 of all 50,
+    counted by hand here with the same (seeded) model."""
+    out = run_distributed(_zero_shot_worker, 2)
+    torch.manual_seed(0)
+    model = CLIP(**TINY, num_classes=4).eval()
+    monitor = ZeroShotMonitor(templates=["a photo of a {}."], class_names=NAMES)
+    images, labels = _val_set().tensors
+    with torch.no_grad():
+        scores = model.embed_image(model.extract_features(images)) @ monitor.class_embeddings(
+            model, NAMES
+        ).T
+    top = scores.topk(4, dim=1).indices
+    expected = {
+        "val/zeroshot_top1": float((top[:, 0] == labels).float().mean()),
+        "val/zeroshot_top5": 1.0,  # 4 classes: the label is always among the top 5
+    }
+    for rank in out:
+        assert rank.keys() == expected.keys()
+        for key, value in expected.items():
+            assert rank[key] == pytest.approx(value, abs=1e-6), key
