@@ -154,7 +154,7 @@ class IBOT(DINO):
         loss = hp.cls_weight * cls_loss + hp.patch_weight * patch_loss
         terms = {"cls_loss": cls_loss.detach(), "patch_loss": patch_loss.detach()}
         if hp.koleo_weight > 0:  # DINOv2: each global crop's batch on its own, summed
-            koleo = sum(koleo_loss(f) for f in features.chunk(g))
+            koleo = torch.stack([koleo_loss(f) for f in features.chunk(g)]).sum()
             loss, terms["koleo"] = loss + hp.koleo_weight * koleo, koleo.detach()
         self.update_centers(teacher_cls, teacher_patches)
         return self.step_output(
@@ -171,7 +171,7 @@ class IBOT(DINO):
     def student_pass(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The student on the masked crops: ``(class-token head outputs (S, K), patch head
         outputs at the masked patches (M, K'), backbone features (S, D))``."""
-        vit = self.backbone.model
+        vit: Any = self.backbone.model  # a timm VisionTransformer
         tokens = encode_tokens(vit, images, masks, self.mask_token)
         features = vit.forward_head(tokens, pre_logits=True)
         patches = tokens[:, getattr(vit, "num_prefix_tokens", 1) :]
@@ -181,7 +181,7 @@ class IBOT(DINO):
     def teacher_pass(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The teacher on the unmasked crops: ``(backbone features (S, D), class-token head
         outputs (S, K), patch head outputs at every patch (S, N, K'))``."""
-        vit = self.teacher["backbone"].model
+        vit: Any = self.teacher["backbone"].model
         tokens = encode_tokens(vit, images)
         features = vit.forward_head(tokens, pre_logits=True)
         patches = tokens[:, getattr(vit, "num_prefix_tokens", 1) :]
