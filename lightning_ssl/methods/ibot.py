@@ -111,13 +111,13 @@ class IBOT(DINO):
         backbone: str = "vit_small_patch16_224",
         **kwargs: Any,
     ) -> None:
-        _check_ratios(pred_ratio, pred_ratio_var)
+        super().__init__(out_dim=out_dim, teacher_temp=teacher_temp, backbone=backbone, **kwargs)
+        _check_masking(pred_ratio, pred_ratio_var, pred_aspect_ratio)
         if shared_head and patch_out_dim not in (None, out_dim):
             raise InvalidValueError(
                 f"IBOT: a shared head outputs out_dim={out_dim}, got patch_out_dim="
                 f"{patch_out_dim}; set shared_head: false for a patch head of its own size"
             )
-        super().__init__(out_dim=out_dim, teacher_temp=teacher_temp, backbone=backbone, **kwargs)
         vit = self.backbone.model
         self.patch_size = vit_patch_size(vit)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, self.backbone.dim))  # iBOT: zeros
@@ -246,15 +246,27 @@ class IBOT(DINO):
                 param.grad = None
 
 
-def _check_ratios(pred_ratio: tuple[float, ...], pred_ratio_var: tuple[float, ...]) -> None:
-    """iBOT's asserts (``loader.py``), as one message naming the values."""
-    ratios, spreads = list(pred_ratio), list(pred_ratio_var)
-    if len(spreads) == 1 and len(ratios) > 1:
-        spreads *= len(ratios)  # one spread for every ratio, as iBOT's loader
-    ok = len(ratios) == len(spreads) and len(ratios) > 0
-    ok = ok and all(0 <= v <= r and r + v <= 1 for r, v in zip(ratios, spreads, strict=False))
-    if not ok:
+def _fractions(value: Any) -> bool:
+    numbers = isinstance(value, list | tuple) and len(value) > 0
+    return numbers and all(isinstance(v, int | float) and 0 <= v <= 1 for v in value)
+
+
+def _check_masking(pred_ratio: Any, pred_ratio_var: Any, pred_aspect_ratio: Any) -> None:
+    """iBOT's asserts on the masking arguments (``loader.py``), each as one clear message."""
+    for name, value in (("pred_ratio", pred_ratio), ("pred_ratio_var", pred_ratio_var)):
+        if not _fractions(value):
+            raise InvalidValueError(
+                f"IBOT: {name} must be a list of fractions in [0, 1], got {value}"
+            )
+    aspect = pred_aspect_ratio
+    if not (isinstance(aspect, list | tuple) and len(aspect) == 2 and 0 < aspect[0] <= aspect[1]):
         raise InvalidValueError(
-            f"IBOT: pred_ratio {pred_ratio} and pred_ratio_var {pred_ratio_var} must pair up "
-            "with 0 <= var <= ratio and ratio + var <= 1"
+            f"IBOT: pred_aspect_ratio must be two numbers 0 < low <= high, got {aspect}"
+        )
+    spreads = list(pred_ratio_var) * (len(pred_ratio) if len(pred_ratio_var) == 1 else 1)
+    pairs = list(zip(pred_ratio, spreads, strict=False))
+    if len(spreads) != len(pred_ratio) or any(v > r or r + v > 1 for r, v in pairs):
+        raise InvalidValueError(
+            f"IBOT: pred_ratio_var must be one value or one per ratio, with var <= ratio and "
+            f"ratio + var <= 1, got pred_ratio {pred_ratio}, pred_ratio_var {pred_ratio_var}"
         )
