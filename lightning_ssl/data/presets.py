@@ -120,8 +120,8 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "dino": _dino,
     "swav": _swav,
     "mae": _mae,
-    "ibot": _ibot,
     "instdisc": _instdisc,
+    "ibot": _ibot,
 }
 PRESETS = (*_RECIPES, "none")
 

@@ -69,7 +69,7 @@ def test_view_groups_parse_as_jsonargparse_dataclasses():
 
 
 def test_unknown_preset_lists_the_valid_names():
-    with pytest.raises(ValueError, match="simclr, moco, byol, dino, swav, mae, instdisc, none"):
+    with pytest.raises(ValueError, match="simclr, moco, byol, dino, swav, mae, instdisc, ibot, none"):
         preset("simsiam", 32)
 
 
