@@ -46,7 +46,15 @@ _TEMPERATURE = _at_least(MIN_TEMPERATURE)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # temperatures and the Sinkhorn entropy weight divide similarities
     **dict.fromkeys(
-        ("temperature", "student_temp", "teacher_temp", "warmup_teacher_temp", "sinkhorn_epsilon"),
+        (
+            "temperature",
+            "student_temp",
+            "teacher_temp",
+            "warmup_teacher_temp",
+            "sinkhorn_epsilon",
+            "teacher_patch_temp",
+            "warmup_teacher_patch_temp",
+        ),
         _TEMPERATURE,
     ),
     # sizes of layers, images and classes
@@ -57,6 +65,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "pred_hidden_dim",
             "hidden_dim",
             "out_dim",
+            "patch_out_dim",
             "bottleneck_dim",
             "num_prototypes",
             "proj_num_layers",
@@ -111,6 +120,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "cov_coeff",
             "lambda_offdiag",
             "scale_loss",
+            "cls_weight",
+            "patch_weight",
+            "koleo_weight",
         ),
         _NON_NEGATIVE,
     ),

@@ -218,6 +218,10 @@ def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_p
                    global_pool="avg", fc_norm=False)  # fmt: skip
         small = dict(predictor_dim=16, predictor_depth=1, min_keep=4, backbone_kwargs=vit)
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1)
+    elif name == "IBOT":  # block-masked crops through a 2-block ViT of 4 px patches
+        vit = dict(patch_size=4, depth=2, embed_dim=32, num_heads=2)
+        small = {**_tiny(cls), "backbone_kwargs": vit}
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
     elif name == "InstDisc":  # one view; batches carry the dataset indices of the bank rows
         small = {**_tiny(cls), "bank_size": 8, "num_negatives": 4}
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,
@@ -229,7 +233,7 @@ def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_p
     else:
         small = _tiny(cls)
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
-    backbone = "vit_tiny_patch16_224" if name in ("MAE", "IJEPA") else "timm:test_resnet"
+    backbone = "vit_tiny_patch16_224" if name in ("MAE", "IJEPA", "IBOT") else "timm:test_resnet"
     model = cls(backbone=backbone, **small, **data.link())
     trainer = quick_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=data)

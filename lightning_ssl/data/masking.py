@@ -96,7 +96,7 @@ def _rectangles(
 def block_masking(
     batch: int,
     grid: tuple[int, int],
-    num_masked: int,
+    num_masked: int | Tensor,
     generator: torch.Generator,
     min_block: int = 4,
     max_block: int | None = None,
@@ -112,20 +112,24 @@ def block_masking(
     Rounds stop when every sample reached ``num_masked`` or after ``max_rounds`` (BEiT also
     stops short when its attempts fail: a mask may then hold fewer patches).
 
+    ``num_masked`` is one count for the batch or a ``(B,)`` tensor of per-sample counts
+    (iBOT draws a prediction ratio per image).
+
     Returns:
         ``(B, H*W)`` booleans, ``True`` masked.
     """
     rows, cols = grid
-    max_block = max_block or num_masked
-    if not 0 <= num_masked <= rows * cols:
-        raise ValueError(f"num_masked must be in [0, {rows * cols}], got {num_masked}")
     device = generator.device
+    target = torch.as_tensor(num_masked, device=device).expand(batch)
+    if ((target < 0) | (target > rows * cols)).any():
+        raise ValueError(f"num_masked must be in [0, {rows * cols}], got {num_masked}")
+    cap = target if max_block is None else torch.full_like(target, max_block)
     mask = torch.zeros(batch, rows * cols, dtype=torch.bool, device=device)
     for _ in range(max_rounds):
-        remaining = num_masked - mask.sum(1)
+        remaining = target - mask.sum(1)
         if not (remaining > 0).any():
             break
-        high = remaining.clamp(max=max_block).float()
+        high = remaining.minimum(cap).float()
         low = torch.full_like(high, float(min_block)).minimum(high)
         area = low + (high - low) * torch.rand(batch, generator=generator, device=device)
         ratio = _log_uniform(aspect[0], aspect[1], (batch,), generator)

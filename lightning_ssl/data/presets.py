@@ -96,6 +96,15 @@ def _dino(size: int, num_local: int) -> _Recipe:
     return _asymmetric(size, scale), _BYOL_JITTER, (0.05, 0.4)
 
 
+def _ibot(size: int, num_local: int) -> _Recipe:
+    """iBOT (Zhou et al., 2022, ``main_ibot.py`` ``DataAugmentationiBOT``, the README's ViT
+    commands): DINO's asymmetric globals with scale (0.25, 1) and local crops of scale
+    (0.05, 0.25), blur 0.5. Without local crops the globals use scale (0.14, 1), the code's
+    default."""
+    scale = (0.25, 1.0) if num_local else (0.14, 1.0)
+    return _asymmetric(size, scale), _BYOL_JITTER, (0.05, 0.25)
+
+
 def _mae(size: int, num_local: int) -> _Recipe:
     """MAE (He et al., 2022, ``main_pretrain.py``): one view, scale (0.2, 1), horizontal flip,
     no colour augmentation (the official crop resizes bicubically, ours bilinearly)."""
@@ -121,6 +130,7 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "mae": _mae,
     "instdisc": _instdisc,
     "ijepa": _ijepa,
+    "ibot": _ibot,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -143,7 +153,7 @@ def preset(
 
     Args:
         name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``instdisc``,
-            ``ijepa``, ``none``.
+            ``ijepa``, ``ibot``, ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

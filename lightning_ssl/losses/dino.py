@@ -42,9 +42,31 @@ def dino_loss(
         >>> dino_loss(student, teacher, center=torch.zeros(1, 16)).shape
         torch.Size([])
     """
+    targets = [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher_out]
+    return dino_cross_entropy(student_out, targets, student_temp)
+
+
+@float32
+def dino_cross_entropy(
+    student_out: list[Tensor], targets: list[Tensor], student_temp: float = 0.1
+) -> Tensor:
+    """DINO's loss given the teacher's target distributions (centered and sharpened by
+    :func:`dino_loss`, or DINOv2's Sinkhorn-Knopp codes): the mean over all pairs of a target
+    crop ``iq`` and a student crop ``v != iq`` of ``mean_b -sum_k P_t log softmax(s / T_s)``.
+
+    Args:
+        student_out: ``V`` tensors ``(B, K)``: the global crops first, then the local crops.
+        targets: ``G <= V`` tensors ``(B, K)``, distributions over ``K`` (treated as constants).
+        student_temp: student temperature (DINO: 0.1).
+
+    Examples:
+        >>> uniform = [torch.full((2, 4), 0.25)] * 2
+        >>> round(float(dino_cross_entropy([torch.zeros(2, 4)] * 2, uniform)), 4)  # log 4
+        1.3863
+    """
     total, terms = student_out[0].new_zeros(()), 0
-    for iq, t in enumerate(teacher_out):
-        q = F.softmax((t - center) / teacher_temp, dim=-1).detach()
+    for iq, q in enumerate(targets):
+        q = q.detach()
         for v, s in enumerate(student_out):
             if v != iq:
                 total = total - (q * F.log_softmax(s / student_temp, dim=-1)).sum(dim=-1).mean()

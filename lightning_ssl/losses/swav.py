@@ -13,8 +13,14 @@ from lightning_ssl.losses._precision import float32
 
 
 def _global_max(x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Max of ``x`` over ``dims`` (kept as size 1) and over every process's copy of ``x``."""
-    return distributed.gather_no_grad(x.amax(dim=dims, keepdim=True)[None]).amax(dim=0)
+    """Max of ``x`` over ``dims`` (kept as size 1) and over every process's copy of ``x``
+    (a process without rows contributes ``-inf``)."""
+    if x.numel():
+        local = x.amax(dim=dims, keepdim=True)
+    else:
+        shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+        local = x.new_full(shape, float("-inf"))
+    return distributed.gather_no_grad(local[None]).amax(dim=0)
 
 
 def _global_logsumexp(log_q: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -45,6 +51,9 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
     with neither, for any finite ``(scores - scores.max()) / epsilon``. Scores are shifted by
     their global maximum first, which cancels in the first normalization.
 
+    Processes may hold different numbers of rows (DINOv2 balances the masked patch tokens of
+    the global batch, a count that differs per process): ``N`` is their sum.
+
     Args:
         scores: ``(B, K)`` similarities of this process's samples to ``K`` prototypes.
         epsilon: entropy regularization (SwAV: 0.05).
@@ -58,8 +67,9 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
         >>> torch.allclose(codes.sum(dim=1), torch.ones(6))
         True
     """
-    batch = scores.shape[0] * distributed.world_size()  # B in the official code
-    log_num_prototypes, log_batch = math.log(scores.shape[1]), math.log(batch)
+    rows = scores.new_tensor(float(scores.shape[0]))
+    log_batch = distributed.all_reduce_sum(rows).log()  # B of the official code: all rows
+    log_num_prototypes = math.log(scores.shape[1])
     log_q = (scores.T - _global_max(scores, (0, 1))) / epsilon  # (K, B), max 0: no inf
     log_q = log_q - _global_logsumexp(log_q, (0, 1))  # Q sums to 1
     for _ in range(iterations):

@@ -5,6 +5,7 @@ from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.clip import CLIP
 from lightning_ssl.methods.dino import DINO
+from lightning_ssl.methods.ibot import IBOT
 from lightning_ssl.methods.ijepa import IJEPA
 from lightning_ssl.methods.instdisc import InstDisc
 from lightning_ssl.methods.mae import MAE
@@ -21,6 +22,7 @@ __all__ = [
     "BYOL",
     "CLIP",
     "DINO",
+    "IBOT",
     "IJEPA",
     "MAE",
     "NNCLR",

@@ -100,10 +100,13 @@ class DINO(SSLMethod):
                 module.drop_prob = 0.0
         self.register_buffer("center", torch.zeros(1, out_dim))
 
+    def ema_student(self) -> nn.ModuleDict:
+        """The student modules the teacher averages, keyed as in ``self.teacher``."""
+        return nn.ModuleDict({"backbone": self.backbone, "head": self.head})
+
     def configure_callbacks(self) -> list[L.Callback]:
-        student = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
         hp = self.hparams
-        ema = EMA(student, self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
+        ema = EMA(self.ema_student(), self.teacher, hp.tau_base, hp.tau_final, buffers="leave")
         return [*super().configure_callbacks(), ema]
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
@@ -126,12 +129,16 @@ class DINO(SSLMethod):
             kl=loss.detach() - entropy,
         )
 
-    def teacher_temperature(self, step: int) -> float:
-        """Teacher temperature at optimizer step ``step``: linear warm-up, then constant."""
+    def teacher_temperature(
+        self, step: int, start: float | None = None, end: float | None = None
+    ) -> float:
+        """Teacher temperature at optimizer step ``step``: linear warm-up from ``start``
+        (default ``warmup_teacher_temp``) to ``end`` (``teacher_temp``), then constant."""
         hp, trainer = self.hparams, self.trainer
         steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
         warmup = round(hp.teacher_temp_warmup_epochs * steps_per_epoch)
-        return linear_warmup_constant(step, warmup, hp.warmup_teacher_temp, hp.teacher_temp)
+        start = hp.warmup_teacher_temp if start is None else start
+        return linear_warmup_constant(step, warmup, start, hp.teacher_temp if end is None else end)
 
     def extract_features(self, images: Tensor) -> Tensor:
         """Teacher backbone features: DINO evaluates the teacher (k-NN and linear probe)."""

@@ -9,16 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.callbacks import EMA
-from lightning_ssl.data.device import seeded_generator
 from lightning_ssl.data.masking import (
     MultiBlockMasks,
     equal_length_indices,
     gather_tokens,
     multiblock_masks,
 )
-from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.losses.ijepa import IJEPALossName, ijepa_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
+from lightning_ssl.methods.batch_seed import batch_generator
 from lightning_ssl.nn.ijepa import (
     IJEPAPredictor,
     context_tokens,
@@ -209,13 +208,7 @@ class IJEPA(SSLMethod):
     def mask_generator(self, images: Tensor) -> torch.Generator:
         """A generator seeded by (data seed, rank, batch number): a resumed run draws the same
         masks; every process draws its own."""
-        if self._trainer is None:
-            return torch.Generator(images.device).manual_seed(0)
-        trainer = self.trainer
-        data_hparams = getattr(trainer_attributes(trainer).datamodule, "hparams", None) or {}
-        seed = int(data_hparams.get("seed", 0))
-        batch = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        return seeded_generator((seed, trainer.global_rank, batch, _MASK_STREAM), images.device)
+        return batch_generator(self, images.device, _MASK_STREAM)
 
 
 def _check_vit(vit: Any) -> int:

@@ -69,7 +69,7 @@ def test_view_groups_parse_as_jsonargparse_dataclasses():
 
 
 def test_unknown_preset_lists_the_valid_names():
-    names = "simclr, moco, byol, dino, swav, mae, instdisc, ijepa, none"
+    names = "simclr, moco, byol, dino, swav, mae, instdisc, ijepa, ibot, none"
     with pytest.raises(ValueError, match=names):
         preset("simsiam", 32)
 
