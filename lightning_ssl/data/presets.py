@@ -104,6 +104,15 @@ def _mae(size: int, num_local: int) -> _Recipe:
     return [view], no_jitter, _SWAV_LOCAL_SCALE  # MAE has no local crops
 
 
+def _cpc(size: int, num_local: int) -> _Recipe:
+    """CPC v2 (Hénaff et al., 2020, sec. 4.1): one view, a random crop (scale (0.2, 1), ours)
+    and a horizontal flip; the colour augmentation is per patch, in the method (colour dropping),
+    not per image."""
+    view = ViewGroup(1, size, (0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+    no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    return [view], no_jitter, _SWAV_LOCAL_SCALE  # CPC has no local crops
+
+
 _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "simclr": _simclr,
     "moco": _moco,
@@ -112,6 +121,7 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "swav": _swav,
     "mae": _mae,
     "instdisc": _instdisc,
+    "cpc": _cpc,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -134,7 +144,7 @@ def preset(
 
     Args:
         name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``instdisc``,
-            ``none``.
+            ``cpc``, ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

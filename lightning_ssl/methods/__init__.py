@@ -4,6 +4,7 @@ from lightning_ssl.methods.barlow_twins import BarlowTwins
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.clip import CLIP
+from lightning_ssl.methods.cpc import CPC
 from lightning_ssl.methods.dino import DINO
 from lightning_ssl.methods.instdisc import InstDisc
 from lightning_ssl.methods.mae import MAE
@@ -18,6 +19,7 @@ from lightning_ssl.methods.vicreg import VICReg
 __all__ = [
     "BYOL",
     "CLIP",
+    "CPC",
     "DINO",
     "MAE",
     "NNCLR",
