@@ -108,8 +108,10 @@ def _cpc(size: int, num_local: int) -> _Recipe:
     """CPC v2 (Hénaff et al., 2020, sec. 4.1): one view, a random crop (scale (0.2, 1), ours)
     and a horizontal flip; the colour augmentation is per patch, in the method (colour dropping),
     not per image."""
-    view = ViewGroup(1, size, (0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
     no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    view = ViewGroup(
+        1, size, (0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, **no_jitter
+    )
     return [view], no_jitter, _SWAV_LOCAL_SCALE  # CPC has no local crops
 
 
