@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_ssl.cli import run_cli
@@ -18,6 +20,7 @@ from lightning_ssl.data.patches import (
     augment_patches,
     extract_patches,
 )
+from lightning_ssl.export import export_backbone
 from lightning_ssl.methods import CPC
 from lightning_ssl.nn.cpc import ContextNetwork, orient
 from tests.ddp_utils import lightning_env, run_distributed
@@ -257,6 +260,17 @@ def test_resume_mid_epoch_repeats_the_patch_augmentation_bitwise(cifar10_dir, tm
     assert expected["global_step"] == STEPS
     got = trained_state(tmp_path / "resumed" / "checkpoints" / f"step={STEPS}.ckpt")
     assert_bitwise_equal(got, expected, "CPC resumed at step 4")
+    # The export holds the patch encoder (layer-normalised timm keys) and the grid it saw.
+    meta = export_backbone(folder / f"step={STEPS}.ckpt", tmp_path / "cpc_r")
+    assert meta["patch_grid"] == {"patch": 8, "stride": 4, "size": 7}
+    assert meta["backbone_kwargs"] == {"norm": "layer"}
+    encoder = timm.create_model("test_resnet", num_classes=0, norm_layer="groupnorm1").eval()
+    encoder.load_state_dict(load_file(meta["files"]["safetensors"]))
+    model = CPC.load_from_checkpoint(folder / f"step={STEPS}.ckpt", weights_only=True).eval()
+    images = torch.randn(2, 3, 32, 32)
+    patches = extract_patches(images, model.grid).flatten(0, 2)
+    pooled = encoder(patches).unflatten(0, (2, 49)).mean(1)
+    torch.testing.assert_close(pooled, model.extract_features(images))
 
 
 def _held_out_loss(model: CPC, images: torch.Tensor) -> float:
