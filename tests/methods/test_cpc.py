@@ -1,10 +1,8 @@
 """CPC v2: patch grids and per-patch augmentation, the context network's causality, layer norm
-(no batch statistics), 2 processes like 1, exact resume through the CLI and learning on real
-CIFAR-10 images."""
+(no batch statistics), 2 processes like 1, exact resume and export through the CLI."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -271,41 +269,3 @@ def test_resume_mid_epoch_repeats_the_patch_augmentation_bitwise(cifar10_dir, tm
     patches = extract_patches(images, model.grid).flatten(0, 2)
     pooled = encoder(patches).unflatten(0, (2, 49)).mean(1)
     torch.testing.assert_close(pooled, model.extract_features(images))
-
-
-def _held_out_loss(model: CPC, images: torch.Tensor) -> float:
-    """The CPC loss of the whole (unaugmented) grids of ``images``, both directions."""
-    model.eval()
-    with torch.no_grad():
-        z = model.encode_patches(extract_patches(images, model.grid))
-        return sum(float(model.predictive_loss(z, d)) for d in model.hparams.directions) / 2
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_learns_to_predict_held_out_patches(cifar10_dir, tmp_path):
-    """The shipped CIFAR-10 config (a tiny encoder, 48 steps on 512 real training images)
-    predicts the patches of 64 held-out test images among all 64 x 49 patches clearly better
-    than at its start and than chance (``log(64 * 49)`` = 8.05, the loss of a uniform guess)."""
-    _fit(
-        cifar10_dir,
-        tmp_path / "run",
-        "--trainer.max_epochs=3",
-        "--data.init_args.train_subset=512",
-        "--data.init_args.batch_size=32",
-        "--model.init_args.lr=2e-3",
-        "--model.init_args.warmup_epochs=0.5",
-    )
-    from lightning_ssl.data import CIFAR10DataModule
-
-    data = CIFAR10DataModule(str(cifar10_dir), batch_size=64, val_subset=64, num_workers=0)
-    data.setup("validate")
-    images, _ = next(iter(data.val_dataloader()))
-    trained = CPC.load_from_checkpoint(
-        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
-    torch.manual_seed(0)
-    untrained = CPC(**{k: v for k, v in trained.hparams.items() if not k.startswith("_")})
-    chance = math.log(64 * 49)
-    start, end = _held_out_loss(untrained, images), _held_out_loss(trained, images)
-    print(f"held-out loss: untrained {start:.3f}, trained {end:.3f}, chance {chance:.3f}")
-    assert end < 0.9 * chance and end < 0.9 * start, (start, end, chance)
