@@ -30,6 +30,9 @@ convolution and no max-pool: rebuild that stem *before* ``load_state_dict``, in 
 
     m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = torch.nn.Identity()
 
+A CPC backbone encodes patches (``patch_grid`` in the JSON: side, stride and grid size); CPC's
+features are the mean of its vectors over an image's grid of patches.
+
 A ViT was built with ``img_size`` = ``image_size`` and ``dynamic_img_size=True`` (both in the
 JSON): pass them to ``timm.create_model`` so that the position embedding has the same shape.
 """
@@ -40,6 +43,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_ssl.data.patches import PatchGrid
 from lightning_ssl.eval.pretrained import feature_encoder, load_pretrained
 from lightning_ssl.export_formats import write_state_files, write_timm_hub_dir
 from lightning_ssl.nn.backbones import TORCHVISION_RESNETS, Backbone
@@ -70,6 +74,9 @@ def export_backbone(
     """
     method = load_pretrained(checkpoint)
     backbone = feature_encoder(method)
+    grid = getattr(method, "grid", None)
+    if not isinstance(backbone, Backbone) and isinstance(grid, PatchGrid):
+        backbone = method.backbone  # CPC: the features are the mean of its patch vectors
     if not isinstance(backbone, Backbone):
         raise ValueError(
             f"{type(method).__name__}.extract_features is not the output of one backbone: "
@@ -89,6 +96,8 @@ def export_backbone(
         "method": type(method).__name__,
         "checkpoint": str(Path(checkpoint).resolve()),
     }
+    if isinstance(grid, PatchGrid):  # the encoder saw patches: the features average its grid
+        meta["patch_grid"] = {"patch": grid.patch, "stride": grid.stride, "size": grid.size}
     if format == "timm-hub":
         files = write_timm_hub_dir(
             backbone.model, arch, Path(output), backbone.model_kwargs, meta["cifar_stem"]

@@ -222,6 +222,9 @@ def test_real_checkpoints_of_every_method_resume_evaluate_and_export(name, tmp_p
         vit = dict(patch_size=4, depth=2, embed_dim=32, num_heads=2)
         small = {**_tiny(cls), "backbone_kwargs": vit}
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_local_crops=local)
+    elif name == "CPC":  # one view, cut into a 7 x 7 grid of 8 px patches
+        small = dict(context_hidden_dim=16, context_blocks=1)
+        data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1)
     elif name == "InstDisc":  # one view; batches carry the dataset indices of the bank rows
         small = {**_tiny(cls), "bank_size": 8, "num_negatives": 4}
         data = SyntheticViews(image_size=32, batch_size=4, n=8, num_global_crops=1,

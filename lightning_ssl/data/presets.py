@@ -119,6 +119,15 @@ def _ijepa(size: int, num_local: int) -> _Recipe:
     view = ViewGroup(1, size, (0.3, 1.0), flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0)
     no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
     return [view], no_jitter, _SWAV_LOCAL_SCALE  # I-JEPA has no local crops
+def _cpc(size: int, num_local: int) -> _Recipe:
+    """CPC v2 (Hénaff et al., 2020, sec. 4.1): one view, a random crop (scale (0.2, 1), ours)
+    and a horizontal flip; the colour augmentation is per patch, in the method (colour dropping),
+    not per image."""
+    no_jitter: _Jitter = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    view = ViewGroup(
+        1, size, (0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, **no_jitter
+    )
+    return [view], no_jitter, _SWAV_LOCAL_SCALE  # CPC has no local crops
 
 
 _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
@@ -131,6 +140,7 @@ _RECIPES: dict[str, Callable[[int, int], _Recipe]] = {
     "instdisc": _instdisc,
     "ijepa": _ijepa,
     "ibot": _ibot,
+    "cpc": _cpc,
 }
 PRESETS = (*_RECIPES, "none")
 
@@ -153,7 +163,7 @@ def preset(
 
     Args:
         name: One of ``simclr``, ``moco``, ``byol``, ``dino``, ``swav``, ``mae``, ``instdisc``,
-            ``ijepa``, ``ibot``, ``none``.
+            ``ijepa``, ``ibot``, ``cpc``, ``none``.
         global_size: Side of the global crops in pixels.
         local_size: Side of the local crops (default ``max(8, round(global_size * 96 / 224))``).
         num_local: Number of local crops.

@@ -7,6 +7,7 @@ method needs it (negatives, batch statistics, Sinkhorn codes, DINO's center).
 from lightning_ssl.losses.barlow_twins import barlow_twins_loss
 from lightning_ssl.losses.clip import clip_loss, tiled_clip_loss
 from lightning_ssl.losses.contrastive import info_nce_loss, nt_xent_loss
+from lightning_ssl.losses.cpc import cpc_loss
 from lightning_ssl.losses.dino import (
     dino_cross_entropy,
     dino_loss,
@@ -36,6 +37,7 @@ __all__ = [
     "VICRegTerms",
     "barlow_twins_loss",
     "clip_loss",
+    "cpc_loss",
     "dino_cross_entropy",
     "dino_loss",
     "dino_teacher_entropy",

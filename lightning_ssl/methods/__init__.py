@@ -4,6 +4,7 @@ from lightning_ssl.methods.barlow_twins import BarlowTwins
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.byol import BYOL
 from lightning_ssl.methods.clip import CLIP
+from lightning_ssl.methods.cpc import CPC
 from lightning_ssl.methods.dino import DINO
 from lightning_ssl.methods.ibot import IBOT
 from lightning_ssl.methods.ijepa import IJEPA
@@ -21,6 +22,7 @@ from lightning_ssl.methods.vicreg import VICReg
 __all__ = [
     "BYOL",
     "CLIP",
+    "CPC",
     "DINO",
     "IBOT",
     "IJEPA",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
@@ -30,6 +31,10 @@ TORCHVISION_RESNETS = (
     "wide_resnet50_2",
 )
 
+#: Normalisation of a convolutional backbone: ``batch`` (the libraries' BatchNorm) or ``layer``
+#: (one group: each sample normalised over channels and positions, CPC v2's layer norm).
+NormName = Literal["batch", "layer"]
+
 
 class Backbone(nn.Module):
     """An image encoder that maps ``(B, 3, H, W)`` images to ``(B, dim)`` features.
@@ -55,6 +60,10 @@ class Backbone(nn.Module):
             ``.safetensors``/state-dict file such as ``lightning-ssl export`` writes. Loaded
             after the CIFAR stem replacement (see :mod:`lightning_ssl.nn.pretrained_weights`).
             Methods take it as ``backbone_kwargs: {pretrained: ...}``.
+        norm: ``batch`` (the model's BatchNorm) or ``layer``: every BatchNorm becomes a
+            ``GroupNorm`` with one group, which normalises each sample on its own (CPC v2's
+            layer norm: no statistics shared between the images of a batch). For ResNets
+            (torchvision's, or timm's through ``norm_layer="groupnorm1"``); not for ViTs.
         **kwargs: passed to the model constructor (e.g. ``drop_path_rate``).
 
     Examples:
@@ -70,15 +79,22 @@ class Backbone(nn.Module):
         image_size: int = 224,
         channels_last: bool = False,
         pretrained: Pretrained = None,
+        norm: NormName = "batch",
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.name, self.channels_last = name, channels_last
         if pretrained_skipped():  # the caller loads a checkpoint's weights next
             pretrained = None
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"norm must be 'batch' or 'layer', got {norm!r}")
+        if norm == "layer":  # timm's name; its GroupNorm1 has torchvision's GroupNorm keys
+            kwargs["norm_layer"] = "groupnorm1"
         #: Constructor arguments of the library's model (what ``export`` records).
         self.model_kwargs: dict[str, Any] = dict(kwargs)
         if name in TORCHVISION_RESNETS:
+            if norm == "layer":
+                kwargs["norm_layer"] = functools.partial(nn.GroupNorm, 1)
             self.model = _torchvision_resnet(name, cifar_stem, **kwargs)
         else:
             if cifar_stem:
@@ -88,6 +104,11 @@ class Backbone(nn.Module):
             timm_name = name.removeprefix("timm:")
             self.model_kwargs = {**_input_size_kwargs(timm_name, image_size, kwargs), **kwargs}
             self.model = _timm_model(timm_name, image_size, pretrained, **self.model_kwargs)
+            if norm == "layer" and hasattr(self.model, "patch_embed"):
+                raise ValueError(
+                    f"norm='layer' replaces the BatchNorm of convolutional backbones; {name!r} "
+                    "is a ViT (already layer-normalised): leave norm at 'batch'"
+                )
         if pretrained is not None and pretrained is not False:
             _load_pretrained(self.model, name, pretrained, cifar_stem)
         self.dim = _feature_dim(self.model)

@@ -69,7 +69,7 @@ def test_view_groups_parse_as_jsonargparse_dataclasses():
 
 
 def test_unknown_preset_lists_the_valid_names():
-    names = "simclr, moco, byol, dino, swav, mae, instdisc, ijepa, ibot, none"
+    names = "simclr, moco, byol, dino, swav, mae, instdisc, ijepa, ibot, cpc, none"
     with pytest.raises(ValueError, match=names):
         preset("simsiam", 32)
 
@@ -80,7 +80,7 @@ def test_presets_put_global_crops_first_and_drop_blur_on_small_images(name):
     assert all(g.blur_prob == 0.0 for g in groups)
     locals_ = [g.local for g in groups]
     assert locals_ == sorted(locals_)
-    one_view = ("instdisc", "mae", "ijepa")
+    one_view = ("instdisc", "mae", "ijepa", "cpc")
     assert sum(g.num for g in groups if not g.local) == (1 if name in one_view else 2)
     assert sum(g.num for g in groups if g.local) == (0 if name == "none" else 4)
 
