@@ -35,6 +35,7 @@ from lightning_ssl.data.crops import (
     resized_crops_uint8,
     sample_crop_boxes,
 )
+from lightning_ssl.data.per_view import views_per_view
 from lightning_ssl.data.transforms import ViewGroup
 
 
@@ -174,6 +175,9 @@ class BatchedMultiCrop(torch.nn.Module):
             heights[index], widths[index], group.scale, group.ratio, generator=generator
         )
         out = torch.empty((len(index), 3, group.size, group.size), device=device, dtype=self.dtype)
+        if source.dtype == torch.uint8:  # the CPU path for large crops: one view at a time
+            views_per_view(source, boxes, index, group, out, self._normalise, generator)
+            return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
         # On CPU a chunk of views small enough to stay in the cache goes through every op
         # before the next (faster than whole-batch passes through memory); on
         # an accelerator the whole group is one chunk (fewest kernel launches).
@@ -184,14 +188,17 @@ class BatchedMultiCrop(torch.nn.Module):
             chunk = slice(first, first + step)
             crops = self._crops(source, boxes[chunk], index[chunk], group.size)
             views = self._augment(crops, group, generator)
-            # Normalise straight into the output (mul + add: addcmul is slower at broadcasting).
-            if out.dtype == torch.float32:
-                torch.mul(views, self.scale, out=out[chunk]).add_(self.shift)
-            else:
-                out[chunk] = views.mul_(self.scale).add_(self.shift)
+            self._normalise(views, out[chunk])
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
+
+    def _normalise(self, views: Tensor, out: Tensor) -> None:
+        """Normalise ``views`` straight into ``out`` (mul + add: addcmul broadcasts slower)."""
+        if out.dtype == torch.float32:
+            torch.mul(views, self.scale, out=out).add_(self.shift)
+        else:
+            out.copy_(views.mul(self.scale).add_(self.shift))
 
     @staticmethod
     def _crops(source: Tensor, boxes: Tensor, index: Tensor, size: int) -> Tensor:
