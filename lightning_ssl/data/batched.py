@@ -32,7 +32,6 @@ from lightning_ssl.data.crops import (
     flip_horizontal,
     replicate_edges,
     resized_crops,
-    resized_crops_uint8,
     sample_crop_boxes,
 )
 from lightning_ssl.data.per_view import views_per_view
@@ -60,10 +59,12 @@ class BatchedMultiCrop(torch.nn.Module):
             pixels: few enough to keep the intermediates in the L3 cache, enough to spread
             the per-op Python and dispatch cost over several views (2**18 beat 2**16 by
             10-40% on DINO and SimCLR views, one core).
-        cpu_per_view_size: On CPU, crops of at least this side are resized one view at a time
-            from ``uint8`` (:func:`resized_crops_uint8`, exactly torchvision's resize); smaller
-            ones, and all crops on an accelerator, with one ``roi_align`` per chunk
-            (:func:`resized_crops`), where a Python call per view would cost more.
+        cpu_per_view_size: On CPU, views of at least this side are made one at a time
+            (:mod:`lightning_ssl.data.per_view`): resized from ``uint8`` (exactly
+            torchvision's resize), then only the operations each view drew, with no gathers
+            of chosen samples; smaller ones, and all views on an accelerator, in chunks with
+            one ``roi_align`` each (:func:`resized_crops`) and batched operations, where a
+            Python call per view would cost more.
 
     Examples:
         >>> from lightning_ssl.data.presets import preset
@@ -186,7 +187,7 @@ class BatchedMultiCrop(torch.nn.Module):
             step = max(1, self.cpu_chunk_pixels // (group.size * group.size))
         for first in range(0, len(index), step):
             chunk = slice(first, first + step)
-            crops = self._crops(source, boxes[chunk], index[chunk], group.size)
+            crops = resized_crops(source, boxes[chunk], index[chunk], group.size)
             views = self._augment(crops, group, generator)
             self._normalise(views, out[chunk])
         if self.channels_last:
@@ -200,13 +201,6 @@ class BatchedMultiCrop(torch.nn.Module):
         else:
             out.copy_(views.mul(self.scale).add_(self.shift))
 
-    @staticmethod
-    def _crops(source: Tensor, boxes: Tensor, index: Tensor, size: int) -> Tensor:
-        """Float crops in [0, 1]: per view from a uint8 source (CPU), else one roi_align."""
-        if source.dtype == torch.uint8:
-            crops = resized_crops_uint8(source, boxes, index, size)
-            return crops.to(torch.float32, memory_format=torch.contiguous_format).mul_(1 / 255)
-        return resized_crops(source, boxes, index, size)
 
     def _augment(
         self, views: Tensor, group: ViewGroup, generator: torch.Generator | None

@@ -26,6 +26,7 @@ from lightning_ssl.data.colour import (
     rgb_to_grayscale,
     solarize,
 )
+from lightning_ssl.data.crops import resized_crop_uint8
 from lightning_ssl.data.transforms import ViewGroup, blur_kernel_size
 
 _JITTER_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
@@ -110,17 +111,14 @@ def views_per_view(
 ) -> Tensor:
     """Fill ``out`` ``(n, 3, s, s)`` with the views of ``boxes`` of ``uint8`` ``source``.
 
-    Each view is cropped and resized from ``uint8`` (torchvision's antialiased resize, as
-    :func:`~lightning_ssl.data.crops.resized_crops_uint8`), augmented by
+    Each view is cropped and resized from ``uint8`` (torchvision's antialiased resize,
+    :func:`~lightning_ssl.data.crops.resized_crop_uint8`), augmented by
     :func:`augment_view` and handed to ``normalise(view, out[j])``.
     """
     plan = ViewPlan.draw(group, len(index), generator)
     kernel_size = blur_kernel_size(group.size)
-    size = (group.size, group.size)
     corners = boxes.long().tolist()
-    for j, (b, (x0, y0, x1, y1)) in enumerate(zip(index.tolist(), corners, strict=True)):
-        crop = torch.nn.functional.interpolate(
-            source[b : b + 1, :, y0:y1, x0:x1], size=size, mode="bilinear", antialias=True
-        )
+    for j, (b, box) in enumerate(zip(index.tolist(), corners, strict=True)):
+        crop = resized_crop_uint8(source, b, box, group.size)
         normalise(augment_view(crop, plan, j, kernel_size), out[j : j + 1])
     return out
