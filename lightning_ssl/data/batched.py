@@ -32,9 +32,9 @@ from lightning_ssl.data.crops import (
     flip_horizontal,
     replicate_edges,
     resized_crops,
-    resized_crops_uint8,
     sample_crop_boxes,
 )
+from lightning_ssl.data.per_view import views_per_view
 from lightning_ssl.data.transforms import ViewGroup
 
 
@@ -59,10 +59,12 @@ class BatchedMultiCrop(torch.nn.Module):
             pixels: few enough to keep the intermediates in the L3 cache, enough to spread
             the per-op Python and dispatch cost over several views (2**18 beat 2**16 by
             10-40% on DINO and SimCLR views, one core).
-        cpu_per_view_size: On CPU, crops of at least this side are resized one view at a time
-            from ``uint8`` (:func:`resized_crops_uint8`, exactly torchvision's resize); smaller
-            ones, and all crops on an accelerator, with one ``roi_align`` per chunk
-            (:func:`resized_crops`), where a Python call per view would cost more.
+        cpu_per_view_size: On CPU, views of at least this side are made one at a time
+            (:mod:`lightning_ssl.data.per_view`): resized from ``uint8`` (exactly
+            torchvision's resize), then only the operations each view drew, with no gathers
+            of chosen samples; smaller ones, and all views on an accelerator, in chunks with
+            one ``roi_align`` each (:func:`resized_crops`) and batched operations, where a
+            Python call per view would cost more.
 
     Examples:
         >>> from lightning_ssl.data.presets import preset
@@ -174,6 +176,9 @@ class BatchedMultiCrop(torch.nn.Module):
             heights[index], widths[index], group.scale, group.ratio, generator=generator
         )
         out = torch.empty((len(index), 3, group.size, group.size), device=device, dtype=self.dtype)
+        if source.dtype == torch.uint8:  # the CPU path for large crops: one view at a time
+            views_per_view(source, boxes, index, group, out, self._normalise, generator)
+            return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
         # On CPU a chunk of views small enough to stay in the cache goes through every op
         # before the next (faster than whole-batch passes through memory); on
         # an accelerator the whole group is one chunk (fewest kernel launches).
@@ -182,24 +187,20 @@ class BatchedMultiCrop(torch.nn.Module):
             step = max(1, self.cpu_chunk_pixels // (group.size * group.size))
         for first in range(0, len(index), step):
             chunk = slice(first, first + step)
-            crops = self._crops(source, boxes[chunk], index[chunk], group.size)
+            crops = resized_crops(source, boxes[chunk], index[chunk], group.size)
             views = self._augment(crops, group, generator)
-            # Normalise straight into the output (mul + add: addcmul is slower at broadcasting).
-            if out.dtype == torch.float32:
-                torch.mul(views, self.scale, out=out[chunk]).add_(self.shift)
-            else:
-                out[chunk] = views.mul_(self.scale).add_(self.shift)
+            self._normalise(views, out[chunk])
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
 
-    @staticmethod
-    def _crops(source: Tensor, boxes: Tensor, index: Tensor, size: int) -> Tensor:
-        """Float crops in [0, 1]: per view from a uint8 source (CPU), else one roi_align."""
-        if source.dtype == torch.uint8:
-            crops = resized_crops_uint8(source, boxes, index, size)
-            return crops.to(torch.float32, memory_format=torch.contiguous_format).mul_(1 / 255)
-        return resized_crops(source, boxes, index, size)
+    def _normalise(self, views: Tensor, out: Tensor) -> None:
+        """Normalise ``views`` straight into ``out`` (mul + add: addcmul broadcasts slower)."""
+        if out.dtype == torch.float32:
+            torch.mul(views, self.scale, out=out).add_(self.shift)
+        else:
+            out.copy_(views.mul(self.scale).add_(self.shift))
+
 
     def _augment(
         self, views: Tensor, group: ViewGroup, generator: torch.Generator | None

@@ -9,6 +9,7 @@ float in ``[0, 1]``; per-sample factors have shape ``(N,)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -90,9 +91,11 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     """Rotate the HSV hue by a per-sample ``factor`` in [-0.5, 0.5] (torchvision's adjust_hue).
 
     Same result as torchvision's RGB -> HSV -> RGB round trip, in fewer passes: a hue rotation
-    keeps each pixel's max (V) and min channel, so with the hue ``H`` in sixths of a turn the
-    way back is the closed form ``c_n = max - (max - min) * clamp(2 - |k_n - 2|, 0, 1)``,
-    ``k_n = (n + H) mod 6``, ``n = 5, 3, 1`` for R, G, B (torchvision's sector table).
+    keeps each pixel's max (V) and min channel, so with the rotated hue ``h`` in sixths of a
+    turn, in [0, 6), the way back is the closed form ``c = max - (max - min) * w_c(h)`` with
+    torchvision's sector table written as ``w_R = clamp(2 - |h - 3|, 0, 1)``,
+    ``w_G = clamp(|h - 2| - 1, 0, 1)`` and ``w_B = clamp(|h - 4| - 1, 0, 1)``: one remainder
+    on the hue plane, four passes over the three channels.
 
     Examples:
         >>> red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
@@ -107,12 +110,16 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     # 2 + (b - r) / spread if max is g, else 4 + (r - g) / spread; grey pixels (spread 0) get 0.
     hue = torch.where(is_g, b - r + 2 * spread, r - g + 4 * spread)
     hue = torch.where(is_r, g - b, hue).div_(spread.clamp(min=1e-12))
-    # + 6 keeps it positive; the "- 2 + 3" of |k - 2| in (-3, 3] is folded into the offset.
-    hue.add_(6.0 * factor.view(-1, 1, 1) + 7.0)
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype)
-    weight = (hue.unsqueeze(1) + offsets.view(1, 3, 1, 1)).remainder_(6.0).sub_(3.0).abs_()
-    weight = weight.neg_().add_(2.0).clamp_(0.0, 1.0)  # clamp(2 - |k - 2|, 0, 1)
+    hue.add_(6.0 * factor.view(-1, 1, 1)).remainder_(6.0)
+    centres, signs, offsets = _HUE_TABLE.to(images.device, images.dtype).view(3, 1, 3, 1, 1)
+    weight = (hue.unsqueeze(1) - centres).abs_()
+    weight = torch.addcmul(offsets, weight, signs).clamp_(0.0, 1.0)
     return torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), weight, value=-1.0)
+
+
+#: Per channel (R, G, B): the centre, sign and offset of ``w_c = clamp(sign |h - centre| +
+#: offset, 0, 1)`` in :func:`adjust_hue`.
+_HUE_TABLE = torch.tensor([[3.0, 2.0, 4.0], [-1.0, 1.0, 1.0], [2.0, -1.0, -1.0]])
 
 
 _JITTER_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
@@ -156,8 +163,10 @@ def apply_to(
     index = torch.tensor(chosen, device=images.device)
     if not images.is_contiguous():  # e.g. a grey batch expanded to 3 channels: no aliasing
         images = images.contiguous()
-    images[index] = op(images[index], *(a[index] for a in args))
-    return images
+    # index_select / index_copy_: a plain copy per sample (advanced indexing's generic
+    # gather and scatter kernels cost several times more on CPU).
+    subset = op(images.index_select(0, index), *(a.index_select(0, index) for a in args))
+    return images.index_copy_(0, index, subset.to(images.dtype))
 
 
 def color_jitter(
@@ -252,6 +261,36 @@ def _separable_blur(images: Tensor, kernel: Tensor) -> Tensor:
     flat = torch.nn.functional.conv2d(flat, kernel[:, None, None, :], groups=n * channels)
     flat = torch.nn.functional.conv2d(flat, kernel[:, None, :, None], groups=n * channels)
     return flat.view(n, channels, height, width)
+
+
+def gaussian_blur_taps(view: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    """:func:`gaussian_blur` of one or a few images with one ``sigma``, as shifted sums.
+
+    With the same kernel for every channel the taps are plain Python floats, and each is one
+    multiply-add of a shifted slice of the padded image: about 4x faster on a CPU core than
+    a depthwise convolution of one image (1.75 vs 7.3 ms for a 224 px view, 17 taps).
+
+    Examples:
+        >>> image = torch.rand(1, 3, 16, 16)
+        >>> out = gaussian_blur_taps(image, 5, 1.0)
+        >>> bool(torch.allclose(out, gaussian_blur(image, 5, torch.ones(1)), atol=1e-6))
+        True
+    """
+    half = kernel_size // 2
+    kernel = [math.exp(-0.5 * (x / sigma) ** 2) for x in range(-half, half + 1)]
+    total = math.fsum(kernel)
+    taps = [tap / total for tap in kernel]  # in Python: no tensor ops for 23 numbers
+    first = next(i for i, tap in enumerate(taps) if tap >= 1e-7)  # as gaussian_blur trims
+    taps, half = taps[first : kernel_size - first], half - first
+    height, width = view.shape[-2:]
+    padded = torch.nn.functional.pad(view, (half, half, half, half), mode="reflect")
+    rows = torch.mul(padded[..., 0:width], taps[0])
+    for i, tap in enumerate(taps[1:], start=1):
+        rows.add_(padded[..., i : i + width], alpha=tap)
+    out = torch.mul(rows[..., 0:height, :], taps[0])
+    for i, tap in enumerate(taps[1:], start=1):
+        out.add_(rows[..., i : i + height, :], alpha=tap)
+    return out
 
 
 def random_gaussian_blur(

@@ -145,17 +145,25 @@ def resized_crops_uint8(images: Tensor, boxes: Tensor, index: Tensor, size: int)
         >>> torch.equal(resized_crops_uint8(image, box, torch.zeros(1, dtype=torch.long), 4), image)
         True
     """
+    corners = boxes.long().tolist()
     crops = [
-        torch.nn.functional.interpolate(
-            images[b : b + 1, :, y0:y1, x0:x1],
-            size=(size, size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-        for b, (x0, y0, x1, y1) in zip(index.tolist(), boxes.long().tolist(), strict=True)
+        resized_crop_uint8(images, b, box, size)
+        for b, box in zip(index.tolist(), corners, strict=True)
     ]
     return torch.cat(crops)
+
+
+def resized_crop_uint8(images: Tensor, b: int, box: list[int], size: int) -> Tensor:
+    """The ``(1, 3, size, size)`` crop ``box = [x0, y0, x1, y1]`` of ``images[b]`` (see
+    :func:`resized_crops_uint8`)."""
+    x0, y0, x1, y1 = box
+    return torch.nn.functional.interpolate(
+        images[b : b + 1, :, y0:y1, x0:x1],
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
 
 
 def replicate_edges(images: Tensor, sizes: Tensor) -> Tensor:

@@ -7,6 +7,8 @@ Under ``batched_augmentation`` the training loader yields one of three batch for
 * ``(images, labels)``: ``uint8`` images of one size (in-memory datasets);
 * ``(images, sizes, labels)``: zero-padded images of different sizes with their true sizes
   (ImageFolder, :func:`~lightning_ssl.data.datasets.pad_collate`);
+* ``(EncodedBatch, labels)`` with ``decode_on_device``: JPEG bytes, decoded and padded on the
+  device (:func:`~lightning_ssl.data.encoded.decode_batch`);
 * ``(indices, labels)`` with ``images_on_device``: positions into the ``uint8`` training
   images copied once to the device (:func:`copy_images_to`).
 
@@ -25,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset, default_collate
 
 from lightning_ssl.data.datasets import TensorImageDataset
+from lightning_ssl.data.encoded import EncodedBatch, decode_batch
 from lightning_ssl.data.sampling import derive_seed
 
 
@@ -145,6 +148,9 @@ def unpack_training_batch(
         images, sizes, labels = batch
         return images, sizes, labels
     images, labels = batch
+    if isinstance(images, EncodedBatch):  # decode_on_device: JPEG bytes, decoded here
+        images, sizes = decode_batch(images, labels.device)
+        return images, sizes, labels
     return images, None, labels
 
 

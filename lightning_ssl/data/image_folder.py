@@ -13,9 +13,9 @@ from lightning_ssl.data.datasets import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_IMAGE_SIDE,
     ImageFolderDataset,
-    pad_collate,
     scan_image_folder,
 )
+from lightning_ssl.data.encoded import EncodedImageFolderDataset, collate_images
 from lightning_ssl.data.readers import require_dir
 
 
@@ -35,6 +35,10 @@ class ImageFolderDataModule(SSLDataModule):
             header before decoding (PIL's ``MAX_IMAGE_PIXELS`` by default); ``None``: no limit.
         max_image_side: Shrink larger images at load so their longer side is this (bounds the
             padded batches of ``batched_augmentation``); ``None``: keep every size.
+        decode_on_device: With ``batched_augmentation``, the loader workers send the training
+            JPEGs' bytes and the training device decodes each batch at once
+            (``torchvision.io.decode_jpeg``, nvjpeg on CUDA; other formats are decoded in the
+            workers): see :mod:`lightning_ssl.data.encoded`.
         **kwargs: The arguments of :class:`SSLDataModule`.
 
     Examples:
@@ -54,8 +58,14 @@ class ImageFolderDataModule(SSLDataModule):
         num_classes: int | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_side: int | None = DEFAULT_MAX_IMAGE_SIDE,
+        decode_on_device: bool = False,
         **kwargs: Any,
     ) -> None:
+        if decode_on_device and not kwargs.get("batched_augmentation"):
+            raise ValueError(
+                "decode_on_device=True needs batched_augmentation=True: the images decoded on "
+                "the device are augmented there (set both, or neither)"
+            )
         if kwargs.get("images_on_device"):
             raise ValueError(
                 "images_on_device=True needs an in-memory dataset (CIFAR, STL-10, "
@@ -64,6 +74,7 @@ class ImageFolderDataModule(SSLDataModule):
         super().__init__(data_dir, **kwargs)
         self.train_dir, self.val_dir, self._num_classes = train_dir, val_dir, num_classes
         self.max_image_pixels, self.max_image_side = max_image_pixels, max_image_side
+        self.decode_on_device = decode_on_device
         # The count read from the folders, as Lightning merges these hparams with the model's.
         self.hparams["num_classes"] = self._hparams_initial["num_classes"] = self.num_classes
 
@@ -82,8 +93,9 @@ class ImageFolderDataModule(SSLDataModule):
             )
         return self._num_classes
 
-    #: Images of different sizes: zero-padded to the batch's largest, with their sizes.
-    train_collate_fn: ClassVar[Callable | None] = staticmethod(pad_collate)
+    #: Images of different sizes: zero-padded to the batch's largest, with their sizes (or
+    #: JPEG bytes to decode on the device, with ``decode_on_device``).
+    train_collate_fn: ClassVar[Callable | None] = staticmethod(collate_images)
 
     def build_dataset(self, split: str, transform: Callable | None) -> Dataset:
         name = self.val_dir if split == "val" else self.train_dir
@@ -92,6 +104,11 @@ class ImageFolderDataModule(SSLDataModule):
             self._loaded[name] = scan_image_folder(root)
         # Batched augmentation: uint8 tensors decoded by torchvision.io in the loader workers.
         as_tensor = split == "train" and self.batched_augmentation
+        if as_tensor and self.decode_on_device:
+            return EncodedImageFolderDataset(
+                self.data_dir / name, self._loaded[name], self.max_image_pixels,
+                self.max_image_side,
+            )  # fmt: skip
         return ImageFolderDataset(
             self.data_dir / name,
             transform,

@@ -24,6 +24,7 @@ from lightning_ssl.data.colour import (
     adjust_hue,
     adjust_saturation,
     gaussian_blur,
+    gaussian_blur_taps,
     rgb_to_grayscale,
     solarize,
 )
@@ -205,29 +206,36 @@ def test_blur_solarize_and_flip_equal_torchvisions(cifar_images):
     sigma = torch.linspace(0.1, 2.0, 8)
     blurred = gaussian_blur(images, 9, sigma)
     for x, s, out in zip(images, sigma.tolist(), blurred, strict=True):
-        torch.testing.assert_close(out, F.gaussian_blur(x, [9, 9], [s, s]), atol=1e-5, rtol=0)
+        expected = F.gaussian_blur(x, [9, 9], [s, s])
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+        taps = gaussian_blur_taps(x[None], 9, s)[0]  # the per-view path's blur
+        torch.testing.assert_close(taps, expected, atol=1e-5, rtol=0)
     chosen = torch.arange(8) % 2 == 0
     expected = torch.where(chosen.view(-1, 1, 1, 1), F.solarize(images, 128 / 255), images)
     assert torch.equal(solarize(images, chosen), expected)
     # Flip alone on identity crops: each view is the image or its exact mirror image.
     group = ViewGroup(1, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), **{**PLAIN, "flip_prob": 0.5})
-    torch.manual_seed(0)
-    view = unnormalize(BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD)(cifar_images)[0])
     original = cifar_images.float() / 255
-    same = (view - original).abs().amax(dim=(1, 2, 3)) < 1e-5
-    mirrored = (view - original.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
-    assert (same | mirrored).all() and 0.4 < mirrored.float().mean() < 0.6
+    for per_view_size in (64, 1):  # batched ops, per view
+        torch.manual_seed(0)
+        augment = BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD, cpu_per_view_size=per_view_size)
+        view = unnormalize(augment(cifar_images)[0])
+        same = (view - original).abs().amax(dim=(1, 2, 3)) < 1e-5
+        mirrored = (view - original.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
+        assert (same | mirrored).all() and 0.4 < mirrored.float().mean() < 0.6
 
 
 # -- distributions against the CPU (PIL) path ---------------------------------------------------
-def test_jitter_statistics_match_the_cpu_path(cifar_images):
+@pytest.mark.parametrize("per_view_size", [64, 1])  # 32 px views: batched ops, or per view
+def test_jitter_statistics_match_the_cpu_path(cifar_images, per_view_size):
     """Jitter only (identity crop), SimCLR's CIFAR strengths: same colour distributions."""
     group = ViewGroup(
         4, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0, grayscale_prob=0.0,
         jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
     )  # fmt: skip
     torch.manual_seed(0)
-    ours = unnormalize(torch.cat(BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD)(cifar_images)))
+    augment = BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD, cpu_per_view_size=per_view_size)
+    ours = unnormalize(torch.cat(augment(cifar_images)))
     cpu = MultiCropTransform([group], CIFAR_MEAN, CIFAR_STD)
     reference = unnormalize(torch.cat([torch.stack(cpu(image)) for image in cifar_images]))
     for channel in range(3):
@@ -241,10 +249,12 @@ def test_jitter_statistics_match_the_cpu_path(cifar_images):
     assert abs(float((unchanged < 1e-5).float().mean()) - 0.2) < 0.04
 
 
-def test_grayscale_probability(cifar_images):
+@pytest.mark.parametrize("per_view_size", [64, 1])
+def test_grayscale_probability(cifar_images, per_view_size):
     group = ViewGroup(8, 16, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.2)
     torch.manual_seed(0)
-    views = unnormalize(torch.cat(BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD)(cifar_images)))
+    augment = BatchedMultiCrop([group], CIFAR_MEAN, CIFAR_STD, cpu_per_view_size=per_view_size)
+    views = unnormalize(torch.cat(augment(cifar_images)))
     grey = (views.amax(dim=1) - views.amin(dim=1)).amax(dim=(1, 2)) < 1e-5
     assert abs(float(grey.float().mean()) - 0.2) < 0.03  # 2400 views: 3.7 standard errors
 
