@@ -35,6 +35,7 @@ from lightning_ssl.eval.finetune_encoder import is_vit, set_drop_path, use_globa
 from lightning_ssl.eval.layer_decay import check_layer_decay, layer_decay_groups
 from lightning_ssl.eval.pretrained import feature_encoder, load_pretrained
 from lightning_ssl.lightning_types import AttributeDict, saved_hparams, trainer_attributes
+from lightning_ssl.methods.batch_seed import seed_global_generators
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.optim import ScalingRule, scaled_lr
 from lightning_ssl.schedules import linear_warmup_cosine
@@ -178,6 +179,10 @@ class FineTune(L.LightningModule):
         return self.encoder.model if isinstance(self.encoder, Backbone) else self.encoder
 
     # ----------------------------------------------------------------- training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the global generators per batch (drop path, Mixup/CutMix): exact resume."""
+        seed_global_generators(self)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         if isinstance(images, list):

@@ -13,6 +13,7 @@ from lightning_ssl.callbacks.collapse import CollapseMonitor
 from lightning_ssl.callbacks.guards import NonFiniteLossGuard
 from lightning_ssl.lars import LarsPresetName
 from lightning_ssl.lightning_types import AttributeDict, saved_hparams, trainer_attributes
+from lightning_ssl.methods.batch_seed import seed_global_generators
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.nn.pretrained_weights import skipping_pretrained
 from lightning_ssl.optim import OptimizerName, ScalingRule
@@ -197,6 +198,10 @@ class SSLMethod(L.LightningModule):
         configured = trainer_attributes(trainer).callbacks if trainer is not None else []
         defaults = [NonFiniteLossGuard(), CollapseMonitor()]
         return [d for d in defaults if not any(type(c) is type(d) for c in configured)]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the global generators per batch (stochastic depth, dropout): exact resume."""
+        seed_global_generators(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightning_ssl_method"] = type(self).__name__

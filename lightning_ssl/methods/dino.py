@@ -145,6 +145,7 @@ class DINO(SSLMethod):
         return self.teacher["backbone"](images)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
         hp = self.hparams
         total = self.trainer.estimated_stepping_batches
         wd = cosine_schedule(self.global_step, total, hp.weight_decay, hp.weight_decay_end)

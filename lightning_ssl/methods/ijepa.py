@@ -198,6 +198,7 @@ class IJEPA(SSLMethod):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Weight decay of the decayed groups on the official cosine; the official scheduler
         steps before the first update, so step ``k`` uses the value at ``k + 1``."""
+        super().on_train_batch_start(batch, batch_idx)
         hp = self.hparams
         total = self.trainer.estimated_stepping_batches
         wd = cosine_schedule(self.global_step + 1, total, hp.weight_decay, hp.weight_decay_end)
