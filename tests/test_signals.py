@@ -135,7 +135,7 @@ def signalled_build(self, trainer, pl_module):
             raise
     return build(self, trainer, pl_module)
 KNNMonitor._build_bank = signalled_build
-main(sys.argv[1:])
+main()  # as `python -m lightning_ssl ARGS` calls it
 """
 
 
