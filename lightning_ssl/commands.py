@@ -10,6 +10,7 @@ Examples:
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -81,6 +82,16 @@ def _dispatch(argv: list[str]) -> int | None:
     return None
 
 
+def _freeze_imported_objects() -> None:
+    """Put what the imports built (torch, Lightning, W&B: about 500,000 objects that live as
+    long as the process) out of the cyclic garbage collector's sight. Each full collection, and
+    above all the last one at exit, then skips them: a process's exit took 34-42 s instead of
+    7 s on a loaded 2-core CPU. Only a process of its own freezes: a caller's objects stay
+    collectable. A forked loader worker also copies fewer pages (no collector writes to them).
+    """
+    gc.freeze()
+
+
 def _run_lightning(argv: list[str], args: list[str] | None) -> None:
     """LightningCLI, with the errors a user can fix printed in one line (no traceback)."""
     from lightning_ssl.cli import run_cli
@@ -88,6 +99,8 @@ def _run_lightning(argv: list[str], args: list[str] | None) -> None:
     from lightning_ssl.run_folder import RunFolderError
 
     subcommand = argv[0]
+    if args is None:  # this process runs this one command (not a caller's Python session)
+        _freeze_imported_objects()
     try:
         # None when they are sys.argv: LightningCLI warns when given both args and a command line.
         run_cli(args)

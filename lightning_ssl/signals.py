@@ -109,12 +109,11 @@ def _protect_workers(make_loader: Callable[[], Any]) -> Callable[[], Any]:
 
 def _end_loader_workers() -> None:
     """After the save: end the loader workers still running (they ignore SIGTERM, so the
-    exit's multiprocessing clean-up, a SIGTERM then a join, would wait for them)."""
-    from torch.utils.data._utils.worker import _worker_loop
-
-    workers = [
-        p for p in multiprocessing.active_children() if getattr(p, "_target", None) is _worker_loop
-    ]
+    exit's multiprocessing clean-up, a SIGTERM then a join, would wait ``WORKER_GRACE_S`` for
+    them). Loader workers are daemonic children, which that clean-up terminates anyway; a
+    started ``Process`` no longer holds its target in the parent, so it cannot tell them apart.
+    """
+    workers = [p for p in multiprocessing.active_children() if p.daemon]
     main = threading.current_thread() is threading.main_thread()
     if workers and main and hasattr(signal, "SIGCHLD"):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would raise mid-exit

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import zipfile
@@ -35,6 +36,14 @@ def _extract(name: str, root: Path) -> Path:
             shutil.copy(item, target / item.name)
     marker.touch()
     return target
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything imported and collected (torch, Lightning, every test module: millions of
+    objects that live as long as the session) leaves the cyclic collector's sight: its full
+    collections during the tests, and the last one at exit, skip them. Objects the tests make
+    stay collectable."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

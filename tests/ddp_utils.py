@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import tempfile
@@ -32,6 +33,7 @@ def _free_port() -> int:
 
 def _entry(rank: int, world_size: int, port: int, fn: Callable, args: tuple, out_dir: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    gc.freeze()  # the imports' objects: the exit's last collection skips them (seconds each)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:

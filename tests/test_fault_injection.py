@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.resume_runs import (
     REPO,
@@ -146,6 +147,14 @@ KILLS = [
 ]
 
 
+def _lasts(folder: Path) -> dict[Path, int]:
+    """Global step of each ``last*.ckpt`` (complete files only: saves are atomic)."""
+    return {
+        path: torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+        for path in folder.glob("last*.ckpt")
+    }
+
+
 def _finish(run: Run) -> None:
     code = run.proc.wait(timeout=DEADLINE_S)
     assert code == 0, run.log.read_text()[-3000:]
@@ -175,7 +184,16 @@ def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_di
     for number, kill in enumerate(KILLS, 1):
         run = Run(resume, faulted, f"killed-{number}")
         done.append(kill(run, rng))
-    _finish(Run(resume, faulted, "final"))
+    # The killed runs stopped mid-run; the newest ``last*.ckpt`` is the furthest state, and the
+    # final run restores from it (merged from test_faults.py's single mid-epoch SIGKILL).
+    before = _lasts(faulted / "checkpoints")
+    assert before and max(before.values()) < STEPS, (before, done)
+    newest = max(before, key=lambda path: path.stat().st_mtime_ns)
+    assert before[newest] == max(before.values()), before
+    final = Run(resume, faulted, "final")
+    _finish(final)
+    assert f"Restoring states from the checkpoint path at {newest}" in final.log.read_text()
+    assert not list((faulted / "checkpoints").glob("*.tmp")), "a killed save's file was left"
 
     finals = final_checkpoints(faulted)
     assert finals, "the resumed run wrote no checkpoint at its last step"

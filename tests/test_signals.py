@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lightning_ssl.run_folder import checkpoint_problem
+from lightning_ssl.signals import WORKER_GRACE_S
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, BATCH, EPOCHS = 192, 32, 2
@@ -135,14 +136,22 @@ def signalled_build(self, trainer, pl_module):
             raise
     return build(self, trainer, pl_module)
 KNNMonitor._build_bank = signalled_build
-main(sys.argv[1:])
+main()  # as `python -m lightning_ssl ARGS` calls it
 """
 
 
 def test_sigusr1_during_the_knn_pass_stops_it_and_saves(cifar10_dir, tmp_path):
     log = tmp_path / "fit.log"
     proc = start(fit_args(cifar10_dir, tmp_path), tmp_path, log, code=DURING_KNN)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and "SIGUSR1: saved" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    saved_at = time.monotonic()
     assert proc.wait(timeout=300) == 128 + signal.SIGUSR1, log.read_text()[-3000:]
+    # The loader workers (they ignore SIGTERM) are ended at once: the exit's clean-up used to
+    # wait WORKER_GRACE_S for them (a started Process no longer names its target).
+    assert time.monotonic() - saved_at < WORKER_GRACE_S
     out = log.read_text()
     assert "BANK STOPPED BY SIGTERMException" in out  # the bank encoding did not run on
     assert global_step(tmp_path / "checkpoints" / "last.ckpt") == TRAIN // BATCH
