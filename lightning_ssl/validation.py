@@ -140,9 +140,40 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(("num_negatives", "bank_seed"), _COUNT),
     "bank_momentum": ((lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
     "proximal_weight": _NON_NEGATIVE,
+    # PCL's clusterings (a list of sizes; a lone number is refused) and k-means
+    "num_clusters": ((lambda v: False), "a list of integers >= 2 (one per granularity)"),
+    **dict.fromkeys(
+        (
+            "num_negative_prototypes",
+            "kmeans_iterations",
+            "kmeans_restarts",
+            "max_points_per_centroid",
+        ),
+        _POSITIVE_INT,
+    ),
+    **dict.fromkeys(("proto_warmup_epochs", "cluster_seed"), _COUNT),
+    # CPC's patch grid, context network and per-patch augmentation
+    **dict.fromkeys(
+        (
+            "patch_size",
+            "patch_stride",
+            "prediction_steps",
+            "context_blocks",
+            "context_hidden_dim",
+        ),
+        _POSITIVE_INT,
+    ),
+    "patch_jitter": _COUNT,
+    **dict.fromkeys(("patch_flip_prob", "colour_drop_prob"), _UNIT),
     # LARS' trust coefficient and a loss multiplier: a scale, so strictly positive
     **dict.fromkeys(
-        ("trust_coefficient", "loss_scale", "init_logit_scale", "max_logit_scale"),
+        (
+            "trust_coefficient",
+            "loss_scale",
+            "init_logit_scale",
+            "max_logit_scale",
+            "concentration_alpha",
+        ),
         ((lambda v: v > 0), "a number > 0"),
     ),
 }
