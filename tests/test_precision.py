@@ -21,6 +21,9 @@ from tests.methods.helpers import SyntheticViews, quick_trainer
 from tests.methods.test_learning import COMMON, NARROW
 
 LOCAL_CROPS = {"DINO": 2, "SwAV": 2}
+# PCL clusters the whole training set (dataset indices in the batches): at most as many
+# clusters as the 16 synthetic images
+FEW_IMAGES = {"PCL": {"num_clusters": [4, 8]}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +48,9 @@ def test_mixed_precision_two_steps_finite_float32_loss_and_z_std(name, precision
     ``16-mixed`` into ``bf16-mixed`` on CPU, so float16 is set up as on a GPU: the plugin with a
     gradient scaler, on the CPU device."""
     L.seed_everything(0)
-    data = SyntheticViews(num_local_crops=LOCAL_CROPS.get(name, 0), n=16)
+    data = SyntheticViews(
+        num_local_crops=LOCAL_CROPS.get(name, 0), n=16, sample_indices=name in FEW_IMAGES
+    )
     record = _LossDtype()
     if precision == "16-mixed":
         scaler = torch.amp.GradScaler("cpu")
@@ -53,7 +58,7 @@ def test_mixed_precision_two_steps_finite_float32_loss_and_z_std(name, precision
     else:
         setting = {"precision": precision}
     trainer = quick_trainer(callbacks=[record], log_every_n_steps=1, limit_val_batches=0, **setting)
-    model = _model(name, data)
+    model = _model(name, data, **FEW_IMAGES.get(name, {}))
     backbone_dtypes: set[torch.dtype] = set()
     model.backbone.register_forward_hook(lambda m, i, out: backbone_dtypes.add(out.dtype))
     trainer.fit(model, data)
