@@ -53,11 +53,15 @@ def _exit_status(argv: list[str], err: io.StringIO) -> int:
 
 
 def _finish_wandb() -> None:
-    """Close a W&B run left open, as the exit of a fresh process does (else the next command's
-    WandbLogger would log into it)."""
+    """Close a W&B run left open and drop W&B's process-wide setup, as the exit of a fresh
+    process does: else the next command's WandbLogger logs into the open run, or runs with the
+    settings this command's environment gave the setup (``WANDB_MODE=disabled`` makes no run)."""
     wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
+    if wandb is None:
+        return
+    if wandb.run is not None:
         wandb.finish()
+    wandb.teardown()
 
 
 @contextlib.contextmanager
