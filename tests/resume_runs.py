@@ -112,7 +112,8 @@ def assert_bitwise_equal(got: Any, expected: Any, where: str = "") -> None:
 class FaultPoints(L.Callback):
     """Appends what the run is doing to ``path``, one line per event, for a fault injector.
 
-    Lines: ``batch <global step>`` after each training batch, ``sanity`` or ``validation`` when
+    Lines: ``start <global step> <epoch>`` when training starts (after a restore),
+    ``batch <global step> <epoch>`` after each training batch, ``sanity`` or ``validation`` when
     a validation pass starts, ``validated`` when it ends. No state: it changes nothing in the
     run (the uninterrupted reference run has it too).
     """
@@ -126,8 +127,11 @@ class FaultPoints(L.Callback):
             file.flush()
             os.fsync(file.fileno())
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._write(f"start {trainer.global_step} {trainer.current_epoch}")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._write(f"batch {trainer.global_step}")
+        self._write(f"batch {trainer.global_step} {trainer.current_epoch}")
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._write("sanity" if trainer.sanity_checking else "validation")

@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from tests.resume_runs import (
+    EPOCHS,
     REPO,
     STEPS,
     assert_bitwise_equal,
@@ -155,6 +156,14 @@ def _lasts(folder: Path) -> dict[Path, int]:
     }
 
 
+def _history(root: Path) -> str:
+    """What the processes of the faulted run did, for a failure message (the kills land at
+    moments that differ from machine to machine): the events, where ``start S E`` begins each
+    process that got as far as training (at global step S, epoch E)."""
+    events = root / "events.log"
+    return " | ".join(events.read_text().splitlines()) if events.exists() else "no events"
+
+
 def _finish(run: Run) -> None:
     code = run.proc.wait(timeout=DEADLINE_S)
     assert code == 0, run.log.read_text()[-3000:]
@@ -184,10 +193,17 @@ def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_di
     for number, kill in enumerate(KILLS, 1):
         run = Run(resume, faulted, f"killed-{number}")
         done.append(kill(run, rng))
+    # Every batch of every killed process is one of the uninterrupted run's (its step and epoch).
+    batches = [line.split() for line in faulted.joinpath("events.log").read_text().splitlines()]
+    per_epoch = STEPS // EPOCHS
+    assert all(
+        int(step) <= STEPS and int(epoch) == (int(step) - 1) // per_epoch
+        for kind, step, epoch in (b for b in batches if b[0] == "batch")
+    ), _history(faulted)
     # The killed runs stopped mid-run; the newest ``last*.ckpt`` is the furthest state, and the
     # final run restores from it (merged from test_faults.py's single mid-epoch SIGKILL).
     before = _lasts(faulted / "checkpoints")
-    assert before and max(before.values()) < STEPS, (before, done)
+    assert before and max(before.values()) < STEPS, (before, done, _history(faulted))
     newest = max(before, key=lambda path: path.stat().st_mtime_ns)
     assert before[newest] == max(before.values()), before
     final = Run(resume, faulted, "final")
