@@ -11,50 +11,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ssl.cli import run_cli
-from tests.resume_runs import BATCH, EPOCHS, REPO, STEPS, TRAIN, assert_bitwise_equal, trained_state
+from tests.resume_runs import (
+    BATCH,
+    REPO,
+    SMALL_PROJECTOR,
+    TRAIN,
+    assert_bitwise_equal,
+    fit_and_state,
+    trained_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = REPO / "configs" / "pcl" / "cifar10.yaml"
+SMALL_PCL = (
+    *SMALL_PROJECTOR,
+    "--model.init_args.queue_size=64",
+    "--model.init_args.num_clusters=[4, 8]",
+    "--model.init_args.num_negative_prototypes=4",
+    "--model.init_args.proto_warmup_epochs=1",  # prototypes from the second epoch on
+    "--model.init_args.kmeans_restarts=2",
+)
 
 
 def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
-    args = [
-        "fit",
-        f"--config={CONFIG}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.precision=32",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={root}",
-        f"--trainer.max_epochs={EPOCHS}",
-        "--model.init_args.backbone=timm:test_resnet",
-        "--model.init_args.cifar_stem=false",
-        "--model.init_args.proj_hidden_dim=64",
-        "--model.init_args.proj_dim=32",
-        "--model.init_args.queue_size=64",
-        "--model.init_args.num_clusters=[4, 8]",
-        "--model.init_args.num_negative_prototypes=4",
-        "--model.init_args.proto_warmup_epochs=1",  # prototypes from the second epoch on
-        "--model.init_args.kmeans_restarts=2",
-        f"--data.init_args.data_dir={data_dir}",
-        f"--data.init_args.train_subset={TRAIN}",
-        "--data.init_args.val_subset=32",
-        f"--data.init_args.batch_size={BATCH}",
-        "--data.init_args.num_workers=2",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.every_n_train_steps=2",
-        "--trainer.callbacks.save_top_k=-1",
-        "--trainer.callbacks.filename={step}",
-        *([f"--ckpt_path={ckpt}"] if ckpt else []),
-    ]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root.parent)
-        patch.setenv("WANDB_MODE", "disabled")
-        run_cli(args)
-    return trained_state(root / "checkpoints" / f"step={STEPS}.ckpt")
+    return fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=SMALL_PCL)
 
 
 def test_pcl_resume_mid_epoch_keeps_the_clustering_and_is_bitwise_exact(cifar10_dir, tmp_path):

@@ -18,30 +18,29 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from timm.data import Mixup
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.data import SSLDataModule
+from lightning_ssl.eval.classifier import TopKClassifier, output_dim, top_k_metrics
 from lightning_ssl.eval.data import LinearEvalDataModule, finetune_train_transform
 from lightning_ssl.eval.finetune_encoder import is_vit, set_drop_path, use_global_pool
 from lightning_ssl.eval.layer_decay import check_layer_decay, layer_decay_groups
 from lightning_ssl.eval.pretrained import feature_encoder, load_pretrained
-from lightning_ssl.lightning_types import AttributeDict, saved_hparams, trainer_attributes
+from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.methods.batch_seed import seed_global_generators
 from lightning_ssl.nn.backbones import Backbone
 from lightning_ssl.optim import ScalingRule, scaled_lr
 from lightning_ssl.schedules import linear_warmup_cosine
 
 
-class FineTune(L.LightningModule):
+class FineTune(TopKClassifier):
     """Fine-tune the encoder of a pretraining checkpoint of any method, with a linear classifier.
 
     The checkpoint is loaded like :class:`~lightning_ssl.eval.linear.LinearEvaluation` loads it
@@ -126,7 +125,7 @@ class FineTune(L.LightningModule):
         method = load_pretrained(pretrained)
         self.method_name = type(method).__name__
         self.encoder = _unfrozen_encoder(feature_encoder(method), drop_path_rate, global_pool)
-        dim = _output_dim(self.encoder, int(method.hparams.get("image_size", image_size)))
+        dim = output_dim(self.encoder, int(method.hparams.get("image_size", image_size)))
         self.head = nn.Linear(dim, num_classes)
         if head_init_std > 0:
             nn.init.trunc_normal_(self.head.weight, std=head_init_std)  # main_finetune.py:257
@@ -135,21 +134,8 @@ class FineTune(L.LightningModule):
         nn.init.zeros_(self.head.bias)
         self.num_classes = num_classes
         self.mixup = _mixup(self.hparams)
-        self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_top{k}": MulticlassAccuracy(
-                    num_classes, top_k=min(k, num_classes), average="micro"
-                )
-                for stage in ("val", "test")
-                for k in (1, 5)
-            }
-        )
+        self.metrics = top_k_metrics(num_classes)
         self.effective_lr: float | None = None
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
-        return saved_hparams(super().hparams)
 
     def wrap_datamodule(self, data: SSLDataModule) -> LinearEvalDataModule:
         """The labelled loaders this fine-tuning trains on, over ``data``'s splits."""
@@ -239,21 +225,6 @@ class FineTune(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    # ----------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        images, labels = batch
-        logits = self(images)
-        for k in (1, 5):
-            metric = cast(MulticlassAccuracy, self.metrics[f"{stage}_top{k}"])
-            metric(logits, labels)
-            self.log(f"{stage}/top{k}", metric, on_epoch=True, prog_bar=k == 1)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
 
 def _unfrozen_encoder(encoder: nn.Module, drop_path_rate: float, global_pool: bool) -> nn.Module:
     """The pretrained encoder with every weight trainable (MAE trains the position embedding
@@ -279,15 +250,3 @@ def _mixup(hp: Any) -> Mixup | None:
         label_smoothing=hp.label_smoothing,
         num_classes=hp.num_classes,
     )
-
-
-def _output_dim(encoder: nn.Module, image_size: int) -> int:
-    dim = getattr(encoder, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        dim = int(encoder(torch.zeros(2, 3, image_size, image_size)).shape[1])
-    encoder.train(was_training)
-    return dim

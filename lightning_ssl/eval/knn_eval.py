@@ -8,18 +8,18 @@ Examples:
 
 from __future__ import annotations
 
-import lightning as L
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ssl.eval.classifier import EvaluationModule
 from lightning_ssl.eval.data import encode_dataset
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
-from lightning_ssl.lightning_types import AttributeDict, eval_data, saved_hparams
+from lightning_ssl.lightning_types import eval_data
 from lightning_ssl.nn.knn import knn_predict
 
 
-class KNNEvaluation(L.LightningModule):
+class KNNEvaluation(EvaluationModule):
     """Classify the validation split by a weighted kNN vote over the whole training split.
 
     At the start of a validation (or test) epoch the training split under the evaluation
@@ -69,11 +69,6 @@ class KNNEvaluation(L.LightningModule):
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self._bank: tuple[Tensor, Tensor] | None = None
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
-        return saved_hparams(super().hparams)
 
     def train(self, mode: bool = True) -> KNNEvaluation:
         super().train(mode)

@@ -14,31 +14,25 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.data import SSLDataModule
+from lightning_ssl.eval.classifier import TopKClassifier, output_dim, top_k_metrics
 from lightning_ssl.eval.data import LinearEvalDataModule, encode_dataset
 from lightning_ssl.eval.pretrained import feature_encoder, frozen, load_pretrained
 from lightning_ssl.lars import LARS, LARS_PRESETS
-from lightning_ssl.lightning_types import (
-    AttributeDict,
-    eval_data,
-    saved_hparams,
-    trainer_attributes,
-)
+from lightning_ssl.lightning_types import eval_data, trainer_attributes
 from lightning_ssl.optim import ScalingRule, parameter_groups, scaled_lr
 from lightning_ssl.schedules import linear_warmup_cosine
 
 
-class LinearEvaluation(L.LightningModule):
+class LinearEvaluation(TopKClassifier):
     """Train a linear head on the frozen features of a pretraining checkpoint of any method.
 
     The checkpoint's method is rebuilt with its own class (read from the checkpoint) and the
@@ -101,30 +95,16 @@ class LinearEvaluation(L.LightningModule):
         method = load_pretrained(pretrained)
         self.method_name = type(method).__name__
         self.encoder = frozen(feature_encoder(method))
-        dim = _output_dim(self.encoder, int(method.hparams.get("image_size", image_size)))
+        dim = output_dim(self.encoder, int(method.hparams.get("image_size", image_size)))
         linear = nn.Linear(dim, num_classes)
         nn.init.normal_(linear.weight, std=0.01)  # MoCo v3 / MAE initialisation
         nn.init.zeros_(linear.bias)
         norm = nn.BatchNorm1d(dim, affine=False) if batch_norm else nn.Identity()
         self.head = nn.Sequential(norm, linear)
         self.num_classes = num_classes
-        self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_top{k}": MulticlassAccuracy(
-                    num_classes, top_k=min(k, num_classes), average="micro"
-                )
-                for stage in ("val", "test")
-                for k in (1, 5)
-            }
-        )
+        self.metrics = top_k_metrics(num_classes)
         self._cache: Tensor | None = None
         self.effective_lr: float | None = None
-
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved ``__init__`` arguments, read as attributes (``self.hparams.lr``)."""
-        return saved_hparams(super().hparams)
 
     def wrap_datamodule(self, data: SSLDataModule) -> LinearEvalDataModule:
         """The labelled loaders this evaluation trains on, over ``data``'s splits."""
@@ -206,26 +186,3 @@ class LinearEvaluation(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-    # ----------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        images, labels = batch
-        logits = self(images)
-        for k in (1, 5):
-            metric = cast(MulticlassAccuracy, self.metrics[f"{stage}_top{k}"])
-            metric(logits, labels)
-            self.log(f"{stage}/top{k}", metric, on_epoch=True, prog_bar=k == 1)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-
-def _output_dim(encoder: nn.Module, image_size: int) -> int:
-    dim = getattr(encoder, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    with torch.no_grad():
-        return int(encoder(torch.zeros(2, 3, image_size, image_size)).shape[1])

@@ -7,16 +7,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lightning_ssl.data.device import seeded_generator
 from lightning_ssl.data.patches import (
     PatchAugmentation,
     PatchGrid,
     augment_patches,
     extract_patches,
 )
-from lightning_ssl.lightning_types import trainer_attributes
 from lightning_ssl.losses import cpc_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
+from lightning_ssl.methods.batch_seed import batch_generator
+from lightning_ssl.methods.single_view import require_one_view
 from lightning_ssl.nn.cpc import ContextNetwork, Direction, RowPredictor, orient
 from lightning_ssl.optim import OptimizerName, ScalingRule
 
@@ -107,11 +107,8 @@ class CPC(SSLMethod):
             num_global_crops=num_global_crops,
             **kwargs,
         )
-        if num_global_crops != 1:
-            raise ValueError(
-                f"CPC cuts one view per image into patches but the data makes {num_global_crops}"
-                "; set the data's augmentation: cpc"
-            )
+        uses = "cuts one view per image into patches"
+        require_one_view("CPC", uses, num_global_crops, "cpc")
         self.grid = PatchGrid.for_image(self.hparams.image_size, patch_size, patch_stride)
         if not 0 < prediction_steps < self.grid.size:
             raise ValueError(
@@ -164,10 +161,4 @@ class CPC(SSLMethod):
     def patch_generator(self, images: Tensor) -> torch.Generator:
         """A generator seeded by (data seed, rank, batch number): a resumed run draws the same
         patch augmentations; every process draws its own."""
-        if self._trainer is None:
-            return torch.Generator(images.device).manual_seed(0)
-        trainer = self.trainer
-        data_hparams = getattr(trainer_attributes(trainer).datamodule, "hparams", None) or {}
-        seed = int(data_hparams.get("seed", 0))
-        batch = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        return seeded_generator((seed, trainer.global_rank, batch, _PATCH_STREAM), images.device)
+        return batch_generator(self, images.device, _PATCH_STREAM)

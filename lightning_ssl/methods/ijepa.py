@@ -18,6 +18,7 @@ from lightning_ssl.data.masking import (
 from lightning_ssl.losses.ijepa import IJEPALossName, ijepa_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.methods.batch_seed import batch_generator
+from lightning_ssl.methods.single_view import require_one_view
 from lightning_ssl.nn.ijepa import (
     IJEPAPredictor,
     context_tokens,
@@ -129,11 +130,7 @@ class IJEPA(SSLMethod):
             num_global_crops=num_global_crops,
             **kwargs,
         )
-        if num_global_crops != 1:
-            raise ValueError(
-                f"I-JEPA masks one view per image but the data makes {num_global_crops}; "
-                "set the data's augmentation: ijepa"
-            )
+        require_one_view("I-JEPA", "masks one view per image", num_global_crops, "ijepa")
         vit: Any = self.backbone.model  # a timm VisionTransformer (checked below)
         self.patch_size = _check_vit(vit)
         heads = predictor_num_heads or vit.blocks[0].attn.num_heads

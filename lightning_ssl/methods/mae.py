@@ -11,6 +11,7 @@ from lightning_ssl.data.masking import random_masking
 from lightning_ssl.losses import mae_loss
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.methods.batch_seed import batch_generator
+from lightning_ssl.methods.single_view import require_one_view
 from lightning_ssl.nn.mae import (
     MAEDecoder,
     encode_visible,
@@ -103,11 +104,7 @@ class MAE(SSLMethod):
             num_global_crops=num_global_crops,
             **kwargs,
         )
-        if num_global_crops != 1:
-            raise ValueError(
-                f"MAE reconstructs one view per image but the data makes {num_global_crops}; "
-                "set the data's augmentation: mae"
-            )
+        require_one_view("MAE", "reconstructs one view per image", num_global_crops, "mae")
         vit = self.backbone.model
         self.patch_size = vit_patch_size(vit)
         self.decoder = MAEDecoder(

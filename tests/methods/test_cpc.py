@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_ssl.cli import run_cli
 from lightning_ssl.data.patches import (
     PatchAugmentation,
     PatchGrid,
@@ -23,7 +20,7 @@ from lightning_ssl.methods import CPC
 from lightning_ssl.nn.cpc import ContextNetwork, orient
 from tests.ddp_utils import lightning_env, run_distributed
 from tests.methods.helpers import quick_trainer
-from tests.resume_runs import BATCH, EPOCHS, REPO, STEPS, TRAIN, assert_bitwise_equal, trained_state
+from tests.resume_runs import REPO, STEPS, assert_bitwise_equal, fit_and_state
 
 CONFIG = REPO / "configs" / "cpc" / "cifar10.yaml"
 TINY = dict(
@@ -210,40 +207,9 @@ def test_two_processes_train_like_one_with_the_union_batch():
             torch.testing.assert_close(rank["state"][key], value, rtol=1e-9, atol=1e-12)
 
 
-def _fit(data_dir: Path, root: Path, *extra: str) -> None:
-    args = [
-        "fit",
-        f"--config={CONFIG}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.precision=32",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={root}",
-        "--model.init_args.backbone=timm:test_resnet",
-        "--model.init_args.cifar_stem=false",
-        "--model.init_args.context_hidden_dim=32",
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.val_subset=32",
-        "--data.init_args.num_workers=2",
-        *extra,
-    ]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root.parent)
-        patch.setenv("WANDB_MODE", "disabled")
-        run_cli(args)
-
-
-RESUME = (
-    f"--trainer.max_epochs={EPOCHS}",
-    f"--data.init_args.train_subset={TRAIN}",
-    f"--data.init_args.batch_size={BATCH}",
-    "--model.init_args.warmup_epochs=1",
-    "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-    "--trainer.callbacks.every_n_train_steps=2",
-    "--trainer.callbacks.save_top_k=-1",
-    "--trainer.callbacks.filename={step}",
-)
+#: The shipped config with a narrow context network (``cli_args`` options; timm's test_resnet).
+TINY_RUN = dict(config=CONFIG, model_args=("--model.init_args.context_hidden_dim=32",))
+WARMUP = "--model.init_args.warmup_epochs=1"
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -251,12 +217,11 @@ def test_resume_mid_epoch_repeats_the_patch_augmentation_bitwise(cifar10_dir, tm
     """Patch draws come from a generator seeded by (seed, rank, batch number): the run resumed
     at step 4 (mid-epoch, 2 loader workers) ends with the uninterrupted run's weights,
     optimizer, schedule and online probe bit for bit."""
-    _fit(cifar10_dir, tmp_path / "straight", *RESUME)
+    expected = fit_and_state(cifar10_dir, tmp_path / "straight", WARMUP, **TINY_RUN)
     folder = tmp_path / "straight" / "checkpoints"
-    _fit(cifar10_dir, tmp_path / "resumed", *RESUME, f"--ckpt_path={folder / 'step=4.ckpt'}")
-    expected = trained_state(folder / f"step={STEPS}.ckpt")
+    resumed = tmp_path / "resumed"
+    got = fit_and_state(cifar10_dir, resumed, WARMUP, ckpt=folder / "step=4.ckpt", **TINY_RUN)
     assert expected["global_step"] == STEPS
-    got = trained_state(tmp_path / "resumed" / "checkpoints" / f"step={STEPS}.ckpt")
     assert_bitwise_equal(got, expected, "CPC resumed at step 4")
     # The export holds the patch encoder (layer-normalised timm keys) and the grid it saw.
     meta = export_backbone(folder / f"step={STEPS}.ckpt", tmp_path / "cpc_r")

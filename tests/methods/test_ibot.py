@@ -14,11 +14,10 @@ import pytest
 import timm
 import torch
 
-from lightning_ssl.cli import run_cli
 from lightning_ssl.methods import IBOT
 from lightning_ssl.nn.masked_vit import encode_tokens
 from tests.methods.helpers import SyntheticViews, quick_trainer
-from tests.resume_runs import assert_bitwise_equal
+from tests.resume_runs import assert_bitwise_equal, fit_and_state, trained_state
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "ibot" / "cifar10.yaml"
@@ -109,47 +108,20 @@ def test_bf16_steps_with_every_option_are_finite():
     assert ibot.mask_token.abs().sum() > 0
 
 
-def _fit(data_dir: Path, root: Path, *extra: str) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root.parent)
-        patch.setenv("WANDB_MODE", "disabled")
-        run_cli(
-            [
-                "fit",
-                f"--config={CONFIG}",
-                "--trainer.accelerator=cpu",
-                "--trainer.devices=1",
-                "--trainer.precision=32",
-                f"--trainer.default_root_dir={root}",
-                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                f"--trainer.logger.save_dir={root}",
-                "--trainer.max_epochs=1",
-                "--model.init_args.backbone_kwargs={patch_size: 4, depth: 2, embed_dim: 64, "
-                "num_heads: 2, drop_path_rate: 0.1}",
-                *(f"--model.init_args.{k}={v}" for k, v in HEADS.items()),
-                "--model.init_args.teacher_temp_warmup_epochs=1",
-                f"--data.init_args.data_dir={data_dir}",
-                "--data.init_args.train_subset=96",
-                "--data.init_args.val_subset=32",
-                "--data.init_args.batch_size=16",
-                "--data.init_args.num_workers=2",
-                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                "--trainer.callbacks.every_n_train_steps=2",
-                "--trainer.callbacks.save_top_k=-1",
-                "--trainer.callbacks.filename={step}",
-                *extra,
-            ]
-        )
-
-
-def _state(path: Path) -> dict:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return {
-        "global_step": saved["global_step"],
-        "model": saved["state_dict"],
-        "optimizer": saved["optimizer_states"],
-        "probe": saved["callbacks"]["OnlineLinearProbe"],
-    }
+#: The shipped config for one epoch (6 steps) with a tiny ViT (stochastic depth on, as shipped)
+#: and heads (``cli_args`` options).
+TINY_RUN = dict(
+    config=CONFIG,
+    backbone_args=(
+        "--model.init_args.backbone_kwargs={patch_size: 4, depth: 2, embed_dim: 64, "
+        "num_heads: 2, drop_path_rate: 0.1}",
+    ),
+    model_args=(
+        *(f"--model.init_args.{k}={v}" for k, v in HEADS.items()),
+        "--model.init_args.teacher_temp_warmup_epochs=1",
+    ),
+    epochs=1,
+)
 
 
 def test_resume_mid_epoch_repeats_masks_ema_and_centers_bitwise(cifar10_dir, tmp_path):
@@ -161,13 +133,11 @@ def test_resume_mid_epoch_repeats_masks_ema_and_centers_bitwise(cifar10_dir, tmp
     generators, which no checkpoint holds; ``SSLMethod`` seeds them per batch (without that, the
     resumed run differed by 1e-5 on the mask token).
     """
-    _fit(cifar10_dir, tmp_path / "straight")
+    expected = fit_and_state(cifar10_dir, tmp_path / "straight", **TINY_RUN)
     folder = tmp_path / "straight" / "checkpoints"
-    _fit(cifar10_dir, tmp_path / "resumed", f"--ckpt_path={folder / 'step=2.ckpt'}")
-    expected = _state(folder / "step=6.ckpt")
+    got = fit_and_state(cifar10_dir, tmp_path / "resumed", ckpt=folder / "step=2.ckpt", **TINY_RUN)
     assert expected["global_step"] == 6
-    start = _state(folder / "step=2.ckpt")["model"]
+    start = trained_state(folder / "step=2.ckpt")["model"]
     for key in ("center", "patch_center", "mask_token", "teacher.head.mlp.0.weight"):
         assert not torch.equal(start[key], expected["model"][key]), f"{key} did not train"
-    got = _state(tmp_path / "resumed" / "checkpoints" / "step=6.ckpt")
     assert_bitwise_equal(got, expected, "iBOT resumed at step 2")

@@ -19,13 +19,12 @@ import pytest
 import torch
 
 from lightning_ssl.callbacks import EMA
-from lightning_ssl.cli import run_cli
 from lightning_ssl.data.masking import multiblock_masks
 from lightning_ssl.methods import IJEPA
 from lightning_ssl.methods.ijepa import OFFICIAL_VIT
 from lightning_ssl.nn.ijepa import IJEPAPredictor, sincos_patch_embedding
 from tests.methods.helpers import SyntheticViews, quick_trainer
-from tests.resume_runs import assert_bitwise_equal
+from tests.resume_runs import STEPS, assert_bitwise_equal, fit_and_state
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "ijepa" / "cifar10.yaml"
@@ -155,66 +154,28 @@ def test_a_vit_without_averaged_normed_tokens_is_refused_with_the_fix_named():
         IJEPA(**{**TINY, "backbone_kwargs": {"patch_size": 4, "depth": 1}})
 
 
-def _fit(data_dir: Path, root: Path, *extra: str) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root.parent)
-        patch.setenv("WANDB_MODE", "disabled")
-        run_cli(
-            [
-                "fit",
-                f"--config={CONFIG}",
-                "--trainer.accelerator=cpu",
-                "--trainer.devices=1",
-                "--trainer.precision=32",
-                f"--trainer.default_root_dir={root}",
-                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                f"--trainer.logger.save_dir={root}",
-                f"--model.init_args.backbone_kwargs={VIT}",
-                "--model.init_args.predictor_dim=16",
-                "--model.init_args.predictor_depth=1",
-                f"--data.init_args.data_dir={data_dir}",
-                "--data.init_args.val_subset=64",
-                "--data.init_args.num_workers=2",
-                *extra,
-            ]
-        )
-
-
-RESUME = (
-    "--trainer.max_epochs=2",
-    "--data.init_args.train_subset=96",
-    "--data.init_args.batch_size=16",
-    "--model.init_args.warmup_epochs=1",
-    "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-    "--trainer.callbacks.every_n_train_steps=4",
-    "--trainer.callbacks.save_top_k=-1",
-    "--trainer.callbacks.filename={step}",
+#: The shipped config with a tiny encoder and predictor (``cli_args`` options).
+TINY_RUN = dict(
+    config=CONFIG,
+    backbone_args=(f"--model.init_args.backbone_kwargs={VIT}",),
+    model_args=("--model.init_args.predictor_dim=16", "--model.init_args.predictor_depth=1"),
+    val_subset=64,
 )
-
-
-def _state(path: Path) -> dict:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return {
-        "global_step": saved["global_step"],
-        "model": saved["state_dict"],  # the target encoder (teacher.*) included
-        "optimizer": saved["optimizer_states"],
-        "probe": saved["callbacks"]["OnlineLinearProbe"],
-    }
+WARMUP = "--model.init_args.warmup_epochs=1"
 
 
 def test_resume_mid_epoch_repeats_masks_and_ema_bitwise(cifar10_dir, tmp_path):
     """Resumed at step 4 (mid-epoch, 2 loader workers), the run ends with the uninterrupted
     run's context and target encoders, predictor, optimizer (with its scheduled weight decay)
     and probe bit for bit: masks, LR, weight decay and EMA momentum are functions of the step."""
-    _fit(cifar10_dir, tmp_path / "straight", *RESUME)
+    expected = fit_and_state(cifar10_dir, tmp_path / "straight", WARMUP, **TINY_RUN)
     folder = tmp_path / "straight" / "checkpoints"
-    _fit(cifar10_dir, tmp_path / "resumed", *RESUME, f"--ckpt_path={folder / 'step=4.ckpt'}")
-    expected = _state(folder / "step=12.ckpt")
-    assert expected["global_step"] == 12
+    resumed = tmp_path / "resumed"
+    got = fit_and_state(cifar10_dir, resumed, WARMUP, ckpt=folder / "step=4.ckpt", **TINY_RUN)
+    assert expected["global_step"] == STEPS == 12
     student, teacher = expected["model"], {
         k.removeprefix("teacher."): v for k, v in expected["model"].items() if "teacher." in k
     }
     assert not torch.equal(student["backbone.model.blocks.0.attn.qkv.weight"],
                            teacher["model.blocks.0.attn.qkv.weight"])  # fmt: skip
-    got = _state(tmp_path / "resumed" / "checkpoints" / "step=12.ckpt")
     assert_bitwise_equal(got, expected, "I-JEPA resumed at step 4")

@@ -14,12 +14,11 @@ import pytest
 import timm
 import torch
 
-from lightning_ssl.cli import run_cli
 from lightning_ssl.data.masking import random_masking
 from lightning_ssl.losses import mae_loss
 from lightning_ssl.methods import MAE
 from lightning_ssl.nn.mae import encode_visible, patchify, unpatchify
-from tests.resume_runs import assert_bitwise_equal
+from tests.resume_runs import STEPS, assert_bitwise_equal, fit, fit_and_state, tiny_fit_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "mae" / "cifar10.yaml"
@@ -78,64 +77,29 @@ def test_bf16_step_is_finite_and_loss_is_float32():
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def _fit(data_dir: Path, root: Path, *extra: str) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root.parent)
-        patch.setenv("WANDB_MODE", "disabled")
-        run_cli(
-            [
-                "fit",
-                f"--config={CONFIG}",
-                "--trainer.accelerator=cpu",
-                "--trainer.devices=1",
-                "--trainer.precision=32",
-                f"--trainer.default_root_dir={root}",
-                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                f"--trainer.logger.save_dir={root}",
-                f"--model.init_args.backbone_kwargs={TINY_VIT}",
-                "--model.init_args.decoder_dim=32",
-                "--model.init_args.decoder_depth=1",
-                "--model.init_args.decoder_num_heads=2",
-                f"--data.init_args.data_dir={data_dir}",
-                "--data.init_args.val_subset=64",
-                "--data.init_args.num_workers=2",
-                *extra,
-            ]
-        )
-
-
-RESUME = (
-    "--trainer.max_epochs=2",
-    "--data.init_args.train_subset=96",
-    "--data.init_args.batch_size=16",
-    "--model.init_args.warmup_epochs=1",
-    "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-    "--trainer.callbacks.every_n_train_steps=4",
-    "--trainer.callbacks.save_top_k=-1",
-    "--trainer.callbacks.filename={step}",
+#: The shipped config with a tiny encoder and decoder (``tiny_fit_args``/``cli_args`` options).
+TINY_RUN = dict(
+    config=CONFIG,
+    backbone_args=(f"--model.init_args.backbone_kwargs={TINY_VIT}",),
+    model_args=(
+        "--model.init_args.decoder_dim=32",
+        "--model.init_args.decoder_depth=1",
+        "--model.init_args.decoder_num_heads=2",
+    ),
+    val_subset=64,
 )
-
-
-def _state(path: Path) -> dict:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return {
-        "global_step": saved["global_step"],
-        "model": saved["state_dict"],
-        "optimizer": saved["optimizer_states"],
-        "probe": saved["callbacks"]["OnlineLinearProbe"],
-    }
+WARMUP = "--model.init_args.warmup_epochs=1"
 
 
 def test_resume_mid_epoch_repeats_the_masks_bitwise(cifar10_dir, tmp_path):
     """Masks come from a generator seeded by (seed, rank, batch number): the run resumed at
     step 4 (mid-epoch, 2 loader workers) ends with the uninterrupted run's state bit for bit
     (masks drawn from the global random state, which no checkpoint holds, would differ)."""
-    _fit(cifar10_dir, tmp_path / "straight", *RESUME)
+    expected = fit_and_state(cifar10_dir, tmp_path / "straight", WARMUP, **TINY_RUN)
     folder = tmp_path / "straight" / "checkpoints"
-    _fit(cifar10_dir, tmp_path / "resumed", *RESUME, f"--ckpt_path={folder / 'step=4.ckpt'}")
-    expected = _state(folder / "step=12.ckpt")
-    assert expected["global_step"] == 12
-    got = _state(tmp_path / "resumed" / "checkpoints" / "step=12.ckpt")
+    assert expected["global_step"] == STEPS == 12
+    resumed = tmp_path / "resumed"
+    got = fit_and_state(cifar10_dir, resumed, WARMUP, ckpt=folder / "step=4.ckpt", **TINY_RUN)
     assert_bitwise_equal(got, expected, "MAE resumed at step 4")
 
 
@@ -160,15 +124,10 @@ def test_learns_to_reconstruct_held_out_real_images(cifar10_dir, tmp_path):
     and for 10% below the untrained loss. Measured: untrained 1.80, trained 0.84, baseline
     0.979 (47/48 as computed on these images).
     """
-    _fit(
-        cifar10_dir,
-        tmp_path / "run",
-        "--trainer.max_epochs=6",
-        "--data.init_args.train_subset=1024",
-        "--data.init_args.batch_size=64",
-        "--model.init_args.lr=1e-2",  # x 64/256: 2.5e-3, a short run's peak
-        "--model.init_args.warmup_epochs=1",
-    )
+    args = tiny_fit_args(cifar10_dir, tmp_path / "run", **TINY_RUN)
+    sizes = ["--data.init_args.train_subset=1024", "--data.init_args.batch_size=64"]
+    peak_lr = "--model.init_args.lr=1e-2"  # x 64/256: 2.5e-3, a short run's peak
+    fit([*args, "--trainer.max_epochs=6", *sizes, peak_lr, WARMUP], tmp_path / "run")
     from lightning_ssl.data import CIFAR10DataModule
 
     data = CIFAR10DataModule(str(cifar10_dir), batch_size=256, val_subset=256, num_workers=0)
