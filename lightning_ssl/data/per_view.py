@@ -43,12 +43,12 @@ class ViewPlan:
 
     Per view: ``flip``, ``gray``, ``blur`` and ``solarize`` decisions, the jitter ``ops`` in
     order (indices into brightness, contrast, saturation, hue; empty when not jittered), the
-    jitter ``factors`` ``(4, n)`` and the blur ``sigma`` ``(n,)``.
+    jitter ``factors`` (4 lists of ``n``) and the blur ``sigma`` ``(n,)``.
     """
 
     flip: list[bool]
     ops: list[list[int]]
-    factors: Tensor
+    factors: list[list[float]]
     gray: list[bool]
     blur: list[bool]
     sigma: list[float]
@@ -81,7 +81,7 @@ class ViewPlan:
         if group.blur_prob > 0:
             sigma.uniform_(*group.blur_sigma, generator=generator)
         solarize = chosen(group.solarize_prob)
-        return ViewPlan(flip, ops, factors, gray, blur, sigma.tolist(), solarize)
+        return ViewPlan(flip, ops, factors.tolist(), gray, blur, sigma.tolist(), solarize)
 
 
 def augment_view(crop: Tensor, plan: ViewPlan, i: int, kernel_size: int) -> Tensor:
@@ -89,8 +89,8 @@ def augment_view(crop: Tensor, plan: ViewPlan, i: int, kernel_size: int) -> Tens
     if plan.flip[i]:
         crop = crop.flip(-1)  # on uint8: a quarter of the bytes of the float image
     view = crop.to(torch.float32, memory_format=torch.contiguous_format).mul_(1 / 255)
-    for op in plan.ops[i]:
-        view = _JITTER_OPS[op](view, plan.factors[op, i : i + 1])
+    for op in plan.ops[i]:  # Python float factors: no tensor ops on one-element tensors
+        view = _JITTER_OPS[op](view, plan.factors[op][i])
     if plan.gray[i]:
         view = rgb_to_grayscale(view).expand(-1, 3, -1, -1)
     if plan.blur[i]:
