@@ -37,12 +37,11 @@ def rgb_to_grayscale(images: Tensor) -> Tensor:
     return gray.add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
-def _per_sample(factor: Tensor | float) -> Tensor | float:
-    """A ``(N,)`` factor broadcast over ``(N, C, H, W)``; a Python float (one view) as is."""
-    return factor.view(-1, 1, 1, 1) if isinstance(factor, Tensor) else factor
+def _per_sample(factor: Tensor) -> Tensor:
+    return factor.view(-1, 1, 1, 1)
 
 
-def _blend(images: Tensor, other: Tensor, factor: Tensor | float) -> Tensor:
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
     """``factor * images + (1 - factor) * other`` clamped to [0, 1], as torchvision's blend.
 
     Computed as ``lerp(other, images, factor)`` in one pass (equal up to float rounding).
@@ -50,7 +49,7 @@ def _blend(images: Tensor, other: Tensor, factor: Tensor | float) -> Tensor:
     return torch.lerp(other.expand_as(images), images, _per_sample(factor)).clamp_(0, 1)
 
 
-def adjust_brightness(images: Tensor, factor: Tensor | float) -> Tensor:
+def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
     """Multiply by a per-sample factor, clamped to [0, 1] (torchvision's adjust_brightness).
 
     Examples:
@@ -60,7 +59,7 @@ def adjust_brightness(images: Tensor, factor: Tensor | float) -> Tensor:
     return (images * _per_sample(factor)).clamp_(0, 1)
 
 
-def adjust_contrast(images: Tensor, factor: Tensor | float) -> Tensor:
+def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
     """Blend with each image's mean grey level (torchvision's adjust_contrast).
 
     Examples:
@@ -77,7 +76,7 @@ def adjust_contrast(images: Tensor, factor: Tensor | float) -> Tensor:
     return (images * factor).add_(mean * (1 - factor)).clamp_(0, 1)
 
 
-def adjust_saturation(images: Tensor, factor: Tensor | float) -> Tensor:
+def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     """Blend with the grayscale image (torchvision's adjust_saturation).
 
     Examples:
@@ -88,7 +87,7 @@ def adjust_saturation(images: Tensor, factor: Tensor | float) -> Tensor:
     return _blend(images, rgb_to_grayscale(images), factor)
 
 
-def adjust_hue(images: Tensor, factor: Tensor | float) -> Tensor:
+def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     """Rotate the HSV hue by a per-sample ``factor`` in [-0.5, 0.5] (torchvision's adjust_hue).
 
     Same result as torchvision's RGB -> HSV -> RGB round trip, in fewer passes: a hue rotation
@@ -116,8 +115,7 @@ def adjust_hue(images: Tensor, factor: Tensor | float) -> Tensor:
     hue = torch.sub(b, r).add_(spread, alpha=2)
     hue = torch.where(is_g, hue, torch.sub(r, g).add_(spread, alpha=4), out=hue)
     hue = torch.where(is_r, g - b, hue, out=hue).div_(spread.clamp(min=1e-12))
-    shift = 6.0 * (factor.view(-1, 1, 1) if isinstance(factor, Tensor) else factor)
-    hue.add_(shift).remainder_(6.0)
+    hue.add_(6.0 * factor.view(-1, 1, 1)).remainder_(6.0)
     centres, signs, offsets = _HUE_TABLE.to(images.device, images.dtype).view(3, 1, 3, 1, 1)
     weight = (hue.unsqueeze(1) - centres).abs_()
     weight = torch.addcmul(offsets, weight, signs).clamp_(0.0, 1.0)
