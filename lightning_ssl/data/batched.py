@@ -59,10 +59,11 @@ class BatchedMultiCrop(torch.nn.Module):
             pixels: few enough to keep the intermediates in the L3 cache, enough to spread
             the per-op Python and dispatch cost over several views (2**18 beat 2**16 by
             10-40% on DINO and SimCLR views, one core).
-        cpu_per_view_size: On CPU, views of at least this side are made one at a time
-            (:mod:`lightning_ssl.data.per_view`): resized from ``uint8`` (exactly
-            torchvision's resize), then only the operations each view drew, with no gathers
-            of chosen samples; smaller ones, and all views on an accelerator, in chunks with
+        cpu_per_view_size: On CPU, views of at least this side are resized one at a time
+            (:mod:`lightning_ssl.data.per_view`) from ``uint8`` (exactly torchvision's
+            resize), then get only the operations each view drew (the colour ops once per run
+            of views that drew the same ops), with no gathers of chosen samples; smaller
+            ones, and all views on an accelerator, in chunks with
             one ``roi_align`` each (:func:`resized_crops`) and batched operations, where a
             Python call per view would cost more.
 

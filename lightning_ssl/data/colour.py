@@ -103,13 +103,18 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
         tensor([0., 1., 0.])
     """
     r, g, b = images.unbind(dim=1)
-    minc, maxc = torch.aminmax(images, dim=1)
+    # Elementwise max/min of the planes: the same values as aminmax over dim 1, which reduces
+    # across a strided dimension about 10x slower on CPU.
+    maxc, minc = torch.maximum(r, g), torch.minimum(r, g)
+    maxc, minc = torch.maximum(maxc, b, out=maxc), torch.minimum(minc, b, out=minc)
     spread = maxc - minc
     is_r, is_g = maxc == r, maxc == g
     # Hue in sixths as torchvision's _rgb_to_hsv: (g - b) / spread if max is r, else
     # 2 + (b - r) / spread if max is g, else 4 + (r - g) / spread; grey pixels (spread 0) get 0.
-    hue = torch.where(is_g, b - r + 2 * spread, r - g + 4 * spread)
-    hue = torch.where(is_r, g - b, hue).div_(spread.clamp(min=1e-12))
+    # (Built in place: adding 2 or 4 times spread is exact, so the values are the same.)
+    hue = torch.sub(b, r).add_(spread, alpha=2)
+    hue = torch.where(is_g, hue, torch.sub(r, g).add_(spread, alpha=4), out=hue)
+    hue = torch.where(is_r, g - b, hue, out=hue).div_(spread.clamp(min=1e-12))
     hue.add_(6.0 * factor.view(-1, 1, 1)).remainder_(6.0)
     centres, signs, offsets = _HUE_TABLE.to(images.device, images.dtype).view(3, 1, 3, 1, 1)
     weight = (hue.unsqueeze(1) - centres).abs_()
