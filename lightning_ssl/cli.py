@@ -21,6 +21,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_ssl.callbacks.epoch_end_resume import EpochEndResume
 from lightning_ssl.callbacks.run_info import RunInfo
 from lightning_ssl.callbacks.warmup_check import WarmupCheck
 from lightning_ssl.checkpoint import check_checkpoint_method, load_checkpoint
@@ -140,8 +141,9 @@ class LightningSSLCLI(LightningCLI):
             # Not under fast_dev_run (it would overwrite a real run's run.json). First, so that
             # a checkpoint saved at epoch end holds this epoch's time and images.
             attrs.callbacks.insert(0, RunInfo())
-        if not any(isinstance(c, WarmupCheck) for c in attrs.callbacks):
-            attrs.callbacks.append(WarmupCheck())
+        for missing in (WarmupCheck, EpochEndResume):
+            if not any(isinstance(c, missing) for c in attrs.callbacks):
+                attrs.callbacks.append(missing())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")

@@ -177,16 +177,23 @@ def _args(data_dir: Path, root: Path) -> list[str]:
     ]
 
 
-def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_dir, tmp_path):
-    straight, faulted = tmp_path / "straight", tmp_path / "faulted"
-    straight.mkdir()
-    faulted.mkdir()
-    reference = Run(_args(cifar10_dir, straight), straight, "straight")
-    _finish(reference)
+@pytest.fixture(scope="module")
+def uninterrupted(cifar10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The trained state of the same run, never interrupted."""
+    straight = tmp_path_factory.mktemp("straight")
+    _finish(Run(_args(cifar10_dir, straight), straight, "straight"))
     (expected_path, *_) = final_checkpoints(straight)
     expected = trained_state(expected_path)
     assert expected["global_step"] == STEPS
+    return expected
 
+
+def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(
+    cifar10_dir, tmp_path, uninterrupted
+):
+    faulted = tmp_path / "faulted"
+    faulted.mkdir()
+    expected = uninterrupted
     rng = random.Random(0)
     resume = [*_args(cifar10_dir, faulted), "--ckpt_path=last_if_exists"]
     done = []
@@ -215,3 +222,28 @@ def test_five_sigkills_then_resume_end_with_the_uninterrupted_weights(cifar10_di
     assert finals, "the resumed run wrote no checkpoint at its last step"
     for path in finals:
         assert_bitwise_equal(trained_state(path), expected, f"{path.name} after kills {done}")
+
+
+def test_a_run_killed_in_two_epoch_end_validations_trains_each_epoch_once(
+    cifar10_dir, tmp_path, uninterrupted
+):
+    """Killed in epoch 0's validation, its ``last.ckpt`` is the one written after epoch 0's last
+    batch; the process resumed from it is killed in the final validation, and the run resumed
+    again must find nothing left to train. Lightning 2.6 alone trained epoch 1 a second time
+    there (steps 13-18, found by the five-kill test on CI): the process resumed at epoch 0's end
+    never counted epoch 1 as started, so its checkpoints recorded epoch 1 as finished
+    (``callbacks.EpochEndResume``, which the CLI adds)."""
+    resume = [*_args(cifar10_dir, tmp_path), "--ckpt_path=last_if_exists"]
+    per_epoch = STEPS // EPOCHS
+    for step in (per_epoch, STEPS):
+        run = Run(resume, tmp_path, f"killed-{step}")
+        last_batch = f"batch {step} {(step - 1) // per_epoch}"
+        run.wait_for(lambda: run.new_events()[-2:] == [last_batch, "validation"])  # noqa: B023
+        assert run.freeze_and_kill_if(lambda: run.new_events()[-1] == "validation")  # noqa: B023
+    final = Run(resume, tmp_path, "final")
+    _finish(final)
+    assert not [e for e in final.new_events() if e.startswith("batch")], _history(tmp_path)
+    lasts = _lasts(tmp_path / "checkpoints")
+    assert lasts and max(lasts.values()) == STEPS, (lasts, _history(tmp_path))
+    for path in final_checkpoints(tmp_path):
+        assert_bitwise_equal(trained_state(path), uninterrupted, path.name)

@@ -3,6 +3,7 @@
 from lightning_ssl.callbacks.collapse import CollapseMonitor, embedding_std
 from lightning_ssl.callbacks.ema import EMA
 from lightning_ssl.callbacks.embedding_plot import EmbeddingPlot
+from lightning_ssl.callbacks.epoch_end_resume import EpochEndResume
 from lightning_ssl.callbacks.guards import NonFiniteLossError, NonFiniteLossGuard
 from lightning_ssl.callbacks.knn import KNNMonitor
 from lightning_ssl.callbacks.online_probe import OnlineLinearProbe
@@ -14,6 +15,7 @@ __all__ = [
     "EMA",
     "CollapseMonitor",
     "EmbeddingPlot",
+    "EpochEndResume",
     "KNNMonitor",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
