@@ -13,7 +13,7 @@ scheduler would) land at moments drawn with a fixed seed, and two of them at cho
 4. a random moment 1-4 s after the start (start-up, restore, sanity check or the first steps);
 5. a random moment after 1 or 2 training batches.
 
-The run learns where it is from ``tests.resume_runs.FaultPoints`` (a callback writing events
+The run learns where it is from ``tests.fault_points.FaultPoints`` (a callback writing events
 to a file); the reference run has it too.
 """
 
@@ -172,7 +172,7 @@ def _finish(run: Run) -> None:
 def _args(data_dir: Path, root: Path) -> list[str]:
     return [
         *cli_args(data_dir, root),
-        "--trainer.callbacks+=tests.resume_runs.FaultPoints",
+        "--trainer.callbacks+=tests.fault_points.FaultPoints",
         f"--trainer.callbacks.path={root / 'events.log'}",
     ]
 

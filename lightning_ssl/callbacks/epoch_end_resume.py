@@ -25,10 +25,14 @@ class EpochEndResume(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         fit_loop = trainer.fit_loop
         epoch_loop = fit_loop.epoch_loop
+        epochs = fit_loop.epoch_progress.current
         closed_on_restore = (
             getattr(fit_loop, "restarted_mid_epoch", False)
             and getattr(epoch_loop, "restarted_on_train_batch_end", False)
             and epoch_loop.batch_progress.is_last_batch
+            # fit_loop.reset() counted the restored epoch as completed; a Lightning that left
+            # it open would finish it itself, so the stage is then kept.
+            and epochs.completed == epochs.ready
         )
-        if closed_on_restore:  # fit_loop.reset() counted the restored epoch as completed
+        if closed_on_restore:
             fit_loop.reset_restart_stage()

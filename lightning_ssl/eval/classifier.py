@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import cast
 
 import lightning as L
-import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ssl.lightning_types import AttributeDict, saved_hparams
+from lightning_ssl.nn.backbones import feature_dim
 
 TOP_K = (1, 5)
 
@@ -71,13 +71,5 @@ class TopKClassifier(EvaluationModule):
 
 def output_dim(encoder: nn.Module, image_size: int) -> int:
     """The feature dimension of ``encoder``: its ``dim`` or, failing that, the width of its
-    output on a zero batch, computed in eval mode (the encoder's mode is restored)."""
-    dim = getattr(encoder, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        dim = int(encoder(torch.zeros(2, 3, image_size, image_size)).shape[1])
-    encoder.train(was_training)
-    return dim
+    output on a zero batch of ``image_size`` images (``nn.backbones.feature_dim``)."""
+    return feature_dim(encoder, image_size, attribute="dim")

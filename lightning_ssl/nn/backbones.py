@@ -111,7 +111,7 @@ class Backbone(nn.Module):
                 )
         if pretrained is not None and pretrained is not False:
             _load_pretrained(self.model, name, pretrained, cifar_stem)
-        self.dim = _feature_dim(self.model)
+        self.dim = feature_dim(self.model)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -184,13 +184,20 @@ def _input_size_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> di
     return {k: v for k, v in wanted.items() if k in accepted}
 
 
-def _feature_dim(model: nn.Module) -> int:
-    dim = getattr(model, "num_features", None)
+def feature_dim(model: nn.Module, image_size: int = 64, attribute: str = "num_features") -> int:
+    """The width of ``model``'s features: its integer ``attribute`` or, failing that, the width
+    of its output on a zero batch, computed in eval mode (the model's mode is restored).
+
+    Examples:
+        >>> feature_dim(nn.Sequential(nn.Flatten(), nn.LazyLinear(5)), image_size=4)
+        5
+    """
+    dim = getattr(model, attribute, None)
     if isinstance(dim, int):
         return dim
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        dim = model(torch.zeros(1, 3, 64, 64)).shape[-1]
+        dim = model(torch.zeros(2, 3, image_size, image_size)).shape[-1]
     model.train(was_training)
     return int(dim)
