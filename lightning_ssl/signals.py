@@ -179,9 +179,14 @@ class GracefulStop(L.Callback):
                 self._previous[signum] = signal.signal(signum, self._handle)
 
     def _restore(self) -> None:
+        # Only where our handler is still installed: at teardown Lightning has already put back
+        # the SIGTERM handler it found, and re-installing its own (the one we chained) would
+        # leave a finished run's handler in place, holding its Trainer and model alive and
+        # swallowing the next SIGTERM of the process (a notebook, a script that fits twice).
         if threading.current_thread() is threading.main_thread():
             for signum, handler in self._previous.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+                if signal.getsignal(signum) == self._handle:
+                    signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous, self._trainer = {}, None
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
