@@ -45,10 +45,12 @@ NARROW = {
         optimizer="adamw",
         lr=2e-3,
     ),
+    # more prototypes than dimensions: with K <= proj_dim SwAV can collapse to uniform codes
+    # at loss log K, which a falling loss alone would not tell from learning
     "SwAV": dict(
         proj_hidden_dim=256,
         proj_dim=64,
-        num_prototypes=50,
+        num_prototypes=100,
         freeze_prototypes_steps=5,
         optimizer="adamw",
         lr=2e-3,

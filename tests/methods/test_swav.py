@@ -1,10 +1,13 @@
 import inspect
+import math
+import warnings
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from lightning_ssl.callbacks import NonFiniteLossGuard, QueueUpdater
-from lightning_ssl.losses import sinkhorn_knopp
+from lightning_ssl.losses import sinkhorn_knopp, swav_loss
 from lightning_ssl.methods.swav import SwAV
 from tests.methods.helpers import SyntheticViews, quick_trainer
 
@@ -109,3 +112,31 @@ def test_swav_queue_can_be_used_before_it_is_full():
     model.queues[0].push(stored)
     expected = sinkhorn_knopp(torch.cat([stored @ model.prototypes.weight.T, scores]), 0.05, 3)
     torch.testing.assert_close(model.codes(scores, 0), expected[-4:])
+
+
+def test_as_few_prototypes_as_dimensions_leave_a_zero_gradient_collapse_and_are_warned():
+    """With K <= d prototypes a unit projection scoring all of them equally exists; there the
+    codes are uniform, the loss is exactly log K and its gradient is zero: a trap the CPU
+    protocol's K=100, d=128 run fell into (loss 4.6055 = ln 100, kNN below an untrained net)."""
+    torch.manual_seed(0)
+    few, dim = 12, 16
+    prototypes = F.normalize(torch.randn(few, dim, dtype=torch.float64), dim=1)
+    z = torch.linalg.lstsq(prototypes, torch.ones(few, 1, dtype=torch.float64)).solution.T
+    z = F.normalize(z.repeat(8, 1), dim=1).requires_grad_()
+    scores = [z @ prototypes.T, z @ prototypes.T]
+    codes = [sinkhorn_knopp(s.detach()) for s in scores]
+    loss = swav_loss(scores, codes)
+    loss.backward()
+    torch.testing.assert_close(codes[0], torch.full_like(codes[0], 1 / few))
+    torch.testing.assert_close(loss, torch.tensor(math.log(few), dtype=torch.float64))
+    assert z.grad.abs().max() < 1e-12
+    # more prototypes than dimensions: no projection scores them all equally
+    many = F.normalize(torch.randn(3 * dim, dim, dtype=torch.float64), dim=1)
+    fit = torch.linalg.lstsq(many, torch.ones(3 * dim, 1, dtype=torch.float64)).solution
+    assert (many @ fit - 1).abs().max() > 0.1
+
+    with pytest.warns(UserWarning, match=r"num_prototypes=16 <= proj_dim=16.*more prototypes"):
+        SwAV(backbone="timm:test_resnet", proj_hidden_dim=32, proj_dim=16, num_prototypes=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SwAV(backbone="timm:test_resnet", proj_hidden_dim=32, proj_dim=16, num_prototypes=17)
