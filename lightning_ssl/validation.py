@@ -197,6 +197,27 @@ def check_values(owner: str, values: Mapping[str, Any]) -> None:
         check_value(owner, name, value)
 
 
+def check_heads(owner: str, width_name: str, width: int, heads_name: str, heads: int) -> None:
+    """Raise :class:`InvalidValueError` unless attention ``heads`` divide the ``width``
+    (timm's own error, "dim should be divisible by num_heads", names neither argument).
+
+    Examples:
+        >>> check_heads("IJEPA", "predictor_dim", 64, "predictor_num_heads", 3)
+        Traceback (most recent call last):
+        ...
+        lightning_ssl.validation.InvalidValueError: IJEPA: predictor_dim=64 is not a multiple \
+of its 3 attention heads (predictor_num_heads): use e.g. predictor_dim=63 or 66, or heads \
+that divide 64
+    """
+    if heads >= 1 and width % heads:
+        lower, upper = width // heads * heads, (width // heads + 1) * heads
+        raise InvalidValueError(
+            f"{owner}: {width_name}={width} is not a multiple of its {heads} attention heads "
+            f"({heads_name}): use e.g. {width_name}={lower or upper} or {upper}, or heads that "
+            f"divide {width}"
+        )
+
+
 def check_trainer(accumulate_grad_batches: int, max_epochs: int | None = None) -> None:
     """Trainer values that Lightning would otherwise turn into a ``ZeroDivisionError``.
 

@@ -30,7 +30,7 @@ from lightning_ssl.nn.mae import vit_patch_size
 from lightning_ssl.nn.teacher import frozen_copy
 from lightning_ssl.optim import OptimizerName, ScalingRule
 from lightning_ssl.schedules import cosine_schedule
-from lightning_ssl.validation import InvalidValueError
+from lightning_ssl.validation import InvalidValueError, check_heads
 
 #: The official encoder's layout in timm's terms: no class token, every token normed, averaged
 #: (without a norm of the average) for evaluation.
@@ -134,6 +134,8 @@ class IJEPA(SSLMethod):
         vit: Any = self.backbone.model  # a timm VisionTransformer (checked below)
         self.patch_size = _check_vit(vit)
         heads = predictor_num_heads or vit.blocks[0].attn.num_heads
+        names = "predictor_num_heads, default: the encoder's"
+        check_heads("IJEPA", "predictor_dim", predictor_dim, names, heads)
         self.predictor = IJEPAPredictor(self.backbone.dim, predictor_dim, predictor_depth, heads)
         if ijepa_init:
             ijepa_init_(vit)

@@ -21,7 +21,7 @@ from lightning_ssl.nn.mae import (
     vit_patch_size,
 )
 from lightning_ssl.optim import OptimizerName
-from lightning_ssl.validation import InvalidValueError
+from lightning_ssl.validation import InvalidValueError, check_heads
 
 #: Mixed into the mask generator's seed so masks and the batched views draw different numbers.
 _MASK_STREAM = 0x4D4145
@@ -107,6 +107,7 @@ class MAE(SSLMethod):
         require_one_view("MAE", "reconstructs one view per image", num_global_crops, "mae")
         vit = self.backbone.model
         self.patch_size = vit_patch_size(vit)
+        check_heads("MAE", "decoder_dim", decoder_dim, "decoder_num_heads", decoder_num_heads)
         self.decoder = MAEDecoder(
             self.backbone.dim, self.patch_size, decoder_dim, decoder_depth, decoder_num_heads
         )

@@ -154,6 +154,14 @@ def test_a_vit_without_averaged_normed_tokens_is_refused_with_the_fix_named():
         IJEPA(**{**TINY, "backbone_kwargs": {"patch_size": 4, "depth": 1}})
 
 
+def test_a_predictor_width_its_heads_do_not_divide_is_refused_with_the_fix_named():
+    # the encoder's 2 heads by default (timm's own error named neither argument)
+    with pytest.raises(ValueError, match=r"predictor_dim=17 .* its 2 .*=16 or 18"):
+        IJEPA(**{**TINY, "predictor_dim": 17})
+    with pytest.raises(ValueError, match=r"predictor_dim=16 .* 3 attention heads"):
+        IJEPA(**{**TINY, "predictor_dim": 16, "predictor_num_heads": 3})
+
+
 #: The shipped config with a tiny encoder and predictor (``cli_args`` options).
 TINY_RUN = dict(
     config=CONFIG,

@@ -146,6 +146,11 @@ def test_learns_to_reconstruct_held_out_real_images(cifar10_dir, tmp_path):
     assert end < 0.95 * baseline and end < 0.9 * start, (start, end, baseline)
 
 
+def test_a_decoder_width_its_heads_do_not_divide_is_refused_with_the_fix_named():
+    with pytest.raises(ValueError, match=r"decoder_dim=30 is not a multiple of its 4 .*=28 or 32"):
+        MAE(**{**TINY, "decoder_dim": 30, "decoder_num_heads": 4})
+
+
 def test_refuses_two_views_with_the_fix_named():
     with pytest.raises(ValueError, match="augmentation: mae"):
         MAE(**TINY, num_global_crops=2)
