@@ -73,16 +73,22 @@ def parse_table(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
 
 
+def _name(row: dict[str, str]) -> str:
+    if row["run"].startswith(f"{REFERENCE}_"):  # a method's own reference: its config at lr 0
+        return f"*untrained* ({row['method']} config, lr 0)"
+    return NAMES.get(row["run"], row["method"])
+
+
 def _row(row: dict[str, str], reference: dict[str, str] | None, margin: float) -> list[str]:
     probe, knn = float(row["probe top-1 final"]), float(row["kNN top-1 final"])
-    if row["run"] == REFERENCE:
+    if row["run"].startswith(REFERENCE):
         learns = "reference"
     elif reference is None:
         learns = "n/a"  # results made before the reference run existed
     else:
         learns = "yes" if knn > float(reference["kNN top-1 final"]) + margin else "**no**"
     return [
-        NAMES.get(row["run"], row["method"]),
+        _name(row),
         f"{probe:.1f}",
         f"{float(row['probe top-5 final']):.1f}",
         f"{knn:.1f}",
@@ -99,10 +105,13 @@ def _row(row: dict[str, str], reference: dict[str, str] | None, margin: float) -
 def readme_table(results: str, margin: float) -> str:
     """README's table: the reference row first, then the methods in the results' order."""
     rows = parse_table(results)
-    reference = next((row for row in rows if row["run"] == REFERENCE), None)
+    by_run = {row["run"]: row for row in rows}
+    reference = by_run.get(REFERENCE)
     ordered = sorted(rows, key=lambda row: row is not reference)  # stable: reference first
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_row(row, reference, margin)) + " |" for row in ordered]
+    for row in ordered:  # run_protocol.reference_of: a method's own reference, if it has one
+        judge = by_run.get(f"{REFERENCE}_{row['run']}", reference)
+        lines.append("| " + " | ".join(_row(row, judge, margin)) + " |")
     return "\n".join(lines)
 
 

@@ -91,11 +91,56 @@ def test_a_method_learns_when_its_knn_beats_the_untrained_reference_by_the_margi
     assert run_protocol.learning_verdicts("cpu", {"simclr": runs["simclr"]}) == []
 
 
+def test_cpc_is_judged_against_its_own_untrained_config_and_the_others_against_simclrs(tmp_path):
+    """CPC's features are the mean of its patch vectors: a random network's kNN on them is not
+    the whole-image one's, so its bar is its own config at lr 0."""
+    margin = run_protocol.LEARN_MARGIN / 100
+    runs = {
+        "byol": _probe_knn_run(tmp_path / "byol", 0.40, 0.32 + margin + 0.001),
+        "cpc": _probe_knn_run(tmp_path / "cpc", 0.30, 0.32 + margin + 0.001),  # < its own bar
+        "untrained": _probe_knn_run(tmp_path / "untrained", 0.30, 0.32),
+        "untrained_cpc": _probe_knn_run(tmp_path / "untrained_cpc", 0.30, 0.40),
+    }
+    verdicts = {line.split()[0]: line for line in run_protocol.learning_verdicts("cpu", runs)[1:]}
+    assert set(verdicts) == {"byol", "cpc"}
+    assert verdicts["byol"].endswith(" LEARNS")
+    assert "(untrained_cpc: kNN 40.0)" in verdicts["cpc"]
+    assert verdicts["cpc"].endswith("DOES NOT LEARN")
+    del runs["untrained_cpc"]
+    lines = run_protocol.learning_verdicts("cpu", runs)
+    assert next(line for line in lines if line.split()[0] == "cpc").endswith("no untrained_cpc run")
+    jobs = run_protocol.jobs_for("cpu", ["cpc", "byol"])
+    assert [name for name, _, _ in jobs] == ["cpc", "byol", "untrained", "untrained_cpc"]
+    assert jobs[-1][1:] == ("cpc", ["--model.init_args.lr=0", "--trainer.max_epochs=1"])
+
+
 def test_the_cpu_protocol_runs_the_untrained_reference_after_the_methods():
     jobs = run_protocol.jobs_for("cpu", ["simclr", "dino"])
     assert [name for name, _, _ in jobs] == ["simclr", "dino", "untrained"]
     assert jobs[-1][1:] == ("simclr", ["--model.init_args.lr=0"])
     assert run_protocol.jobs_for("lightly", ["simclr"]) == [("simclr", "simclr", [])]
+
+
+def test_readme_table_judges_a_method_with_its_own_reference_when_there_is_one():
+    spec = importlib.util.spec_from_file_location("cpu_table", REPO / "benchmarks/cpu_table.py")
+    cpu_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_table)
+    columns = ["run", "method", "probe top-1 final", "probe top-5 final", "kNN top-1 final"]
+    columns += ["wall time", "images/s", "peak memory", "config", "commit", "device"]
+    rows = [("byol", "BYOL", 35.0), ("cpc", "CPC", 35.0), ("untrained", "SimCLR", 32.0)]
+    rows.append(("untrained_cpc", "CPC", 34.0))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for run, method, knn in rows:
+        cells = [run, method, "30", "80", str(knn), "1 min", "100", "1 MiB RSS", "c", "x", "cpu"]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = cpu_table.readme_table("\n".join(lines), margin=2.0).splitlines()[2:]
+    learns = {line.split(" | ")[0].strip("| "): line.split(" | ")[4] for line in table}
+    assert learns == {
+        "*untrained* (SimCLR config, lr 0)": "reference",
+        "BYOL": "yes",  # 35 > 32 + 2
+        "CPC": "**no**",  # 35 < 34 + 2, its own reference's
+        "*untrained* (CPC config, lr 0)": "reference",
+    }
 
 
 def test_readme_cpu_table_is_the_one_generated_from_the_results_file():
