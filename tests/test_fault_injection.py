@@ -50,6 +50,8 @@ class Run:
 
     def __init__(self, args: list[str], root: Path, name: str) -> None:
         self.events = root / "events.log"
+        self.leash = root / "events.log.hold"  # FaultPoints' (an earlier process's is removed)
+        self.leash.unlink(missing_ok=True)
         self.seen = len(self.lines())  # events of earlier processes in this folder
         self.log = root / f"{name}.log"
         env = {
@@ -69,6 +71,13 @@ class Run:
                 start_new_session=True,
             )
         self.started = time.monotonic()
+
+    def hold_after(self, batches: int) -> None:
+        """The process waits after its ``batches``-th training batch until killed. Written
+        right after the start: the process needs seconds to import and load before a batch."""
+        tmp = self.leash.with_suffix(".tmp-hold")
+        tmp.write_text(str(batches))
+        tmp.replace(self.leash)
 
     def lines(self) -> list[str]:
         return self.events.read_text().splitlines() if self.events.exists() else []
@@ -108,6 +117,7 @@ def _batches(run: Run) -> int:
 
 def _kill_after_batches(run: Run, rng: random.Random, low: int, high: int) -> str:
     count = rng.randint(low, high)
+    run.hold_after(count + 1)  # the kill lands in batch count + 1 or while held after it
     run.wait_for(lambda: _batches(run) >= count)
     time.sleep(rng.uniform(0.0, 0.3))
     run.kill()
@@ -134,6 +144,7 @@ def _kill_during_validation(run: Run, rng: random.Random) -> str:
 
 def _kill_after_random_time(run: Run, rng: random.Random) -> str:
     delay = rng.uniform(1.0, 4.0)
+    run.hold_after(2)  # a fast machine may be training by then, but not finishing
     run.wait_for(lambda: time.monotonic() - run.started > delay, poll_s=0.01)
     run.kill()
     return f"{delay:.1f} s after the start"

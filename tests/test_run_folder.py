@@ -45,6 +45,10 @@ def simclr_run(cifar10_dir, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "simclr"
     run_cli(["fit", *tiny(cifar10_dir, run_dir)])
     wandb.finish()
+    # A user's run ends with its process, W&B's service too: without this the in-process
+    # service went on writing its debug-core.log into the run folder after finish() (seen on a
+    # loaded machine), which is not what the refused second fit must leave untouched.
+    wandb.teardown()
     return run_dir
 
 
