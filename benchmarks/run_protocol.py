@@ -230,36 +230,42 @@ def _final_percent(run_dir: Path, metric: str) -> float:
 
 
 def learning_verdicts(protocol: str, runs: dict[str, Path]) -> list[str]:
-    """One line per method: its final kNN top-1 against the ``untrained`` reference's plus
-    ``LEARN_MARGIN`` (probe top-1 beside it); empty without a finished reference."""
-    reference = runs.get("untrained")
-    if reference is None or not _finished(reference):
+    """One line per method: its final kNN top-1 against its reference's (:func:`reference_of`)
+    plus ``LEARN_MARGIN`` (probe top-1 beside it); empty without any finished reference."""
+    references = {name for name in REFERENCES.get(protocol, {}) if name in runs}
+    finished = {name for name in references if _finished(runs[name])}
+    if not finished:
         return []
-    metrics = ("val/probe_top1", "val/knn_top1")
-    probe0, knn0 = (_final_percent(reference, m) for m in metrics)
-    lines = [
-        f"{protocol}: learns = final kNN top-1 > {knn0:.1f} + {LEARN_MARGIN:g} (the untrained "
-        f"reference's, lr 0; its probe top-1: {probe0:.1f}); chance "
-        f"{CHANCE.get(protocol, float('nan')):g}"
-    ]
+    lines = [_verdict_header(protocol, runs.get("untrained") if "untrained" in finished else None)]
     for name, run_dir in runs.items():
-        if name in REFERENCES.get(protocol, {}):
+        if name in references:
             continue
         if not _finished(run_dir):
             lines.append(f"  {name:13s} not finished")
             continue
-        probe, knn = (_final_percent(run_dir, m) for m in metrics)
-        bar, against = knn0, ""
+        probe, knn = (_final_percent(run_dir, m) for m in ("val/probe_top1", "val/knn_top1"))
         own = reference_of(protocol, name)
-        if own != "untrained":
-            if own not in runs or not _finished(runs[own]):
-                lines.append(f"  {name:13s} kNN {knn:5.1f}  probe {probe:5.1f}  no {own} run")
-                continue
-            bar = _final_percent(runs[own], "val/knn_top1")
-            against = f"  ({own}: kNN {bar:.1f})"
+        if own not in finished:
+            lines.append(f"  {name:13s} kNN {knn:5.1f}  probe {probe:5.1f}  no {own} run")
+            continue
+        bar = _final_percent(runs[own], "val/knn_top1")
+        against = "" if own == "untrained" else f"  ({own}: kNN {bar:.1f})"
         verdict = "LEARNS" if knn > bar + LEARN_MARGIN else "DOES NOT LEARN"
         lines.append(f"  {name:13s} kNN {knn:5.1f}  probe {probe:5.1f}{against}  {verdict}")
     return lines
+
+
+def _verdict_header(protocol: str, untrained: Path | None) -> str:
+    chance = f"chance {CHANCE.get(protocol, float('nan')):g}"
+    if untrained is None:
+        rule = f"its reference's + {LEARN_MARGIN:g}"
+        return f"{protocol}: learns = final kNN top-1 > {rule}; {chance}"
+    probe0, knn0 = (_final_percent(untrained, m) for m in ("val/probe_top1", "val/knn_top1"))
+    return (
+        f"{protocol}: learns = final kNN top-1 > {knn0:.1f} + {LEARN_MARGIN:g} (the untrained "
+        f"reference's, lr 0; its probe top-1: {probe0:.1f}; CPC and the ViT methods: their own "
+        f"config's at lr 0); {chance}"
+    )
 
 
 def provenance(argv: list[str], runs: list[Run], note: str | None) -> str:

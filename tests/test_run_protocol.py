@@ -109,6 +109,11 @@ def test_cpc_is_judged_against_its_own_untrained_config_and_the_others_against_s
     del runs["untrained_cpc"]
     lines = run_protocol.learning_verdicts("cpu", runs)
     assert next(line for line in lines if line.split()[0] == "cpc").endswith("no untrained_cpc run")
+    # CPC alone with its own reference (what `--methods cpc` runs) is judged too
+    alone = {"cpc": runs["cpc"], "untrained_cpc": tmp_path / "untrained_cpc"}
+    lines = run_protocol.learning_verdicts("cpu", alone)
+    assert "its reference's + 2" in lines[0] and lines[1].split()[0] == "cpc", lines
+    assert lines[1].endswith("DOES NOT LEARN")
     jobs = run_protocol.jobs_for("cpu", ["cpc", "byol"])
     assert [name for name, _, _ in jobs] == ["cpc", "byol", "untrained", "untrained_cpc"]
     assert jobs[-1][1:] == ("cpc", ["--model.init_args.lr=0", "--trainer.max_epochs=1"])
