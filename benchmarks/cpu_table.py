@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -47,14 +48,20 @@ COLUMNS = (
 )
 
 
-def _learn_margin() -> float:
-    """``run_protocol.LEARN_MARGIN``: one threshold for the runner's verdicts and this table."""
+def _run_protocol() -> ModuleType:
+    """``benchmarks/run_protocol.py``: its ``LEARN_MARGIN`` and ``reference_of`` judge this
+    table's rows as they judge the runner's verdicts."""
     spec = importlib.util.spec_from_file_location(
         "run_protocol", Path(__file__).with_name("run_protocol.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.LEARN_MARGIN
+    return module
+
+
+def _learn_margin() -> float:
+    """``run_protocol.LEARN_MARGIN``: one threshold for the runner's verdicts and this table."""
+    return _run_protocol().LEARN_MARGIN
 
 
 def parse_table(text: str) -> list[dict[str, str]]:
@@ -84,7 +91,7 @@ def _row(row: dict[str, str], reference: dict[str, str] | None, margin: float) -
     if row["run"].startswith(REFERENCE):
         learns = "reference"
     elif reference is None:
-        learns = "n/a"  # results made before the reference run existed
+        learns = "n/a"  # its reference is not in the results
     else:
         learns = "yes" if knn > float(reference["kNN top-1 final"]) + margin else "**no**"
     return [
@@ -109,8 +116,9 @@ def readme_table(results: str, margin: float) -> str:
     reference = by_run.get(REFERENCE)
     ordered = sorted(rows, key=lambda row: row is not reference)  # stable: reference first
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in ordered:  # run_protocol.reference_of: a method's own reference, if it has one
-        judge = by_run.get(f"{REFERENCE}_{row['run']}", reference)
+    reference_of = _run_protocol().reference_of
+    for row in ordered:  # no verdict ("n/a") where the row's reference did not run
+        judge = by_run.get(reference_of("cpu", row["run"]))
         lines.append("| " + " | ".join(_row(row, judge, margin)) + " |")
     return "\n".join(lines)
 
