@@ -59,9 +59,19 @@ NARROW = {
         out_dim=512, hidden_dim=256, bottleneck_dim=64, teacher_temp_warmup_epochs=0.0, lr=2e-3
     ),
     "BarlowTwins": dict(proj_hidden_dim=256, proj_dim=256, optimizer="adamw", lr=2e-3),
+    # the CPU protocol's grid (3 x 3 patches of 16 px, 2 rows ahead), a narrower context network
+    "CPC": dict(
+        patch_size=16,
+        prediction_steps=2,
+        colour_drop_prob=0.0,
+        context_blocks=1,
+        context_hidden_dim=32,
+        optimizer="adamw",
+        lr=2e-3,
+    ),
     "VICReg": dict(proj_hidden_dim=256, proj_dim=256, optimizer="adamw", lr=2e-3),
 }
-AUGMENTATION = {"BYOL": "byol", "DINO": "dino", "SwAV": "swav", "MoCoV3": "byol"}
+AUGMENTATION = {"BYOL": "byol", "DINO": "dino", "SwAV": "swav", "MoCoV3": "byol", "CPC": "cpc"}
 AUGMENTATION |= {"MoCo": "moco", "PCL": "moco"}
 LOCAL_CROPS = {"DINO": 2, "SwAV": 2}
 
