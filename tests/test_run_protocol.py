@@ -131,12 +131,13 @@ def test_readme_table_judges_a_method_with_its_own_reference_when_there_is_one()
     cpu_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cpu_table)
     columns = ["run", "method", "probe top-1 final", "probe top-5 final", "kNN top-1 final"]
-    columns += ["wall time", "images/s", "peak memory", "config", "commit", "device"]
+    columns += ["epochs", "wall time", "images/s", "peak memory", "config", "commit", "device"]
     rows = [("byol", "BYOL", 35.0), ("cpc", "CPC", 35.0), ("untrained", "SimCLR", 32.0)]
     rows.append(("untrained_cpc", "CPC", 34.0))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for run, method, knn in rows:
-        cells = [run, method, "30", "80", str(knn), "1 min", "100", "1 MiB RSS", "c", "x", "cpu"]
+        cells = [run, method, "30", "80", str(knn), "6", "1 min", "100", "1 MiB RSS", "c", "x"]
+        cells.append("cpu")
         lines.append("| " + " | ".join(cells) + " |")
     table = cpu_table.readme_table("\n".join(lines), margin=2.0).splitlines()[2:]
     learns = {line.split(" | ")[0].strip("| "): line.split(" | ")[4] for line in table}
