@@ -31,6 +31,8 @@ NAMES = {
     "moco": "MoCo v2",
     "mocov3": "MoCo v3",
     "barlow_twins": "Barlow Twins",
+    "ibot": "iBOT",
+    "ijepa": "I-JEPA",
     REFERENCE: "*untrained* (SimCLR config, lr 0)",
 }
 COLUMNS = (
@@ -83,7 +85,8 @@ def parse_table(text: str) -> list[dict[str, str]]:
 
 def _name(row: dict[str, str]) -> str:
     if row["run"].startswith(f"{REFERENCE}_"):  # a method's own reference: its config at lr 0
-        return f"*untrained* ({row['method']} config, lr 0)"
+        own = row["run"].removeprefix(f"{REFERENCE}_")
+        return f"*untrained* ({NAMES.get(own, row['method'])} config, lr 0)"
     return NAMES.get(row["run"], row["method"])
 
 
