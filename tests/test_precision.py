@@ -21,6 +21,7 @@ from tests.methods.helpers import SyntheticViews, quick_trainer
 from tests.methods.test_learning import COMMON, NARROW
 
 LOCAL_CROPS = {"DINO": 2, "SwAV": 2}
+GLOBAL_CROPS = {"CPC": 1}  # CPC cuts one view per image into its patches
 # PCL clusters the whole training set (dataset indices in the batches): at most as many
 # clusters as the 16 synthetic images
 FEW_IMAGES = {"PCL": {"num_clusters": [4, 8]}}
@@ -49,7 +50,10 @@ def test_mixed_precision_two_steps_finite_float32_loss_and_z_std(name, precision
     gradient scaler, on the CPU device."""
     L.seed_everything(0)
     data = SyntheticViews(
-        num_local_crops=LOCAL_CROPS.get(name, 0), n=16, sample_indices=name in FEW_IMAGES
+        num_global_crops=GLOBAL_CROPS.get(name, 2),
+        num_local_crops=LOCAL_CROPS.get(name, 0),
+        n=16,
+        sample_indices=name in FEW_IMAGES,
     )
     record = _LossDtype()
     if precision == "16-mixed":
