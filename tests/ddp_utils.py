@@ -20,9 +20,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+from tests.methods.helpers import quick_trainer
 
 
 def _free_port() -> int:
@@ -80,3 +84,47 @@ def lightning_env(rank: int, world_size: int) -> None:
         WORLD_SIZE=str(world_size),
         LOCAL_WORLD_SIZE=str(world_size),
     )
+
+
+class RecordSteps(L.Callback):
+    """Each step's loss and the first step's gradients, as the optimizer sees them (after DDP
+    has averaged them)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.grads:
+            self.grads = {
+                n: p.grad.detach().clone()
+                for n, p in pl_module.named_parameters()
+                if p.grad is not None
+            }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def fit_and_record(
+    model: L.LightningModule, loader: DataLoader, world_size: int, **trainer_options: Any
+) -> dict[str, Any]:
+    """Fit ``model`` on ``loader`` in this process (``world_size`` 1) or as one rank of a
+    :func:`run_distributed` group; return ``{"losses", "grads", "state"}`` to compare a 2-process
+    run with a 1-process run on the union batch.
+
+    Each rank's loader gives its own half (no distributed sampler); validation is off.
+    ``trainer_options`` go to the Trainer (``max_steps``, ``precision``).
+    """
+    record = RecordSteps()
+    extra = {"devices": world_size, "strategy": "ddp"} if world_size > 1 else {}
+    trainer = quick_trainer(
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        callbacks=[record],
+        **extra,
+        **trainer_options,
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"losses": record.losses, "grads": record.grads, "state": state}

@@ -20,15 +20,13 @@ wrong gather or gradient scale changes results at 1e-2). See also tests/methods/
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_ssl import methods
-from tests.ddp_utils import lightning_env, run_distributed
-from tests.methods.helpers import quick_trainer
+from tests.ddp_utils import fit_and_record, lightning_env, run_distributed
 
 B, STEPS, SIZE = 8, 3, 32
 RTOL64 = 1e-9  # float64 reordering after 3 steps, see the module docstring
@@ -88,40 +86,12 @@ def _without_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-class _Record(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.grads: dict[str, torch.Tensor] = {}
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not self.grads:  # DDP has averaged the gradients by now
-            self.grads = {
-                n: p.grad.detach().clone()
-                for n, p in pl_module.named_parameters()
-                if p.grad is not None
-            }
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 def _train(name: str, rank: int | None, world_size: int) -> dict:
     torch.manual_seed(0)
     model = _without_batchnorm(getattr(methods, name)(**COMMON, **METHODS[name]))
-    record = _Record()
-    extra = {"devices": world_size, "strategy": "ddp"} if world_size > 1 else {}
-    trainer = quick_trainer(
-        max_steps=STEPS,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        callbacks=[record],
-        precision="64-true",
-        **extra,
-    )
     batch = 2 * B if rank is None else B
-    trainer.fit(model, train_dataloaders=DataLoader(_Views(rank), batch_size=batch))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return {"losses": record.losses, "grads": record.grads, "state": state}
+    loader = DataLoader(_Views(rank), batch_size=batch)
+    return fit_and_record(model, loader, world_size, max_steps=STEPS, precision="64-true")
 
 
 def _worker(rank: int, world_size: int) -> dict:

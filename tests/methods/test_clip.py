@@ -18,7 +18,7 @@ from lightning_ssl.data import ImageTextDataModule
 from lightning_ssl.losses import clip_loss
 from lightning_ssl.methods import CLIP
 from tests.cli_run import lightning_ssl_in_process
-from tests.ddp_utils import lightning_env, run_distributed
+from tests.ddp_utils import fit_and_record, lightning_env, run_distributed
 from tests.methods.helpers import quick_trainer
 from tests.resume_runs import REPO, tiny_fit_args
 
@@ -156,9 +156,10 @@ def test_zero_shot_accuracy_is_of_the_union_of_two_processes_images():
     monitor = ZeroShotMonitor(templates=["a photo of a {}."], class_names=NAMES)
     images, labels = _val_set().tensors
     with torch.no_grad():
-        scores = model.embed_image(model.extract_features(images)) @ monitor.class_embeddings(
-            model, NAMES
-        ).T
+        scores = (
+            model.embed_image(model.extract_features(images))
+            @ monitor.class_embeddings(model, NAMES).T
+        )
     top = scores.topk(4, dim=1).indices
     expected = {
         "val/zeroshot_top1": float((top[:, 0] == labels).float().mean()),
@@ -193,30 +194,9 @@ class _Pairs(torch.utils.data.Dataset):
 def _train_pairs(rank: int | None, world_size: int) -> dict:
     torch.manual_seed(0)
     model = CLIP(**{**TINY, "backbone": "timm:test_vit", "optimizer": "sgd", "lr": 0.05})
-    record: dict = {"losses": [], "grads": {}}
-
-    def keep_grads(optimizer) -> None:  # DDP has averaged the gradients by now
-        if not record["grads"]:
-            record["grads"] = {
-                n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
-            }
-
-    model.on_before_optimizer_step = keep_grads  # type: ignore[method-assign]
-    model.on_train_batch_end = (  # type: ignore[method-assign]
-        lambda outputs, batch, batch_idx: record["losses"].append(float(outputs["loss"]))
-    )
-    extra = {"devices": world_size, "strategy": "ddp"} if world_size > 1 else {}
-    trainer = quick_trainer(
-        max_steps=STEPS_DDP,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        precision="64-true",
-        **extra,
-    )
     batch = 2 * B_DDP if rank is None else B_DDP
-    trainer.fit(model, train_dataloaders=DataLoader(_Pairs(rank), batch_size=batch))
-    record["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return record
+    loader = DataLoader(_Pairs(rank), batch_size=batch)
+    return fit_and_record(model, loader, world_size, max_steps=STEPS_DDP, precision="64-true")
 
 
 def _pairs_worker(rank: int, world_size: int) -> dict:

@@ -18,8 +18,7 @@ from lightning_ssl.data.patches import (
 from lightning_ssl.export import export_backbone
 from lightning_ssl.methods import CPC
 from lightning_ssl.nn.cpc import ContextNetwork, orient
-from tests.ddp_utils import lightning_env, run_distributed
-from tests.methods.helpers import quick_trainer
+from tests.ddp_utils import fit_and_record, lightning_env, run_distributed
 from tests.resume_runs import REPO, STEPS, assert_bitwise_equal, fit_and_state
 
 CONFIG = REPO / "configs" / "cpc" / "cifar10.yaml"
@@ -155,31 +154,10 @@ class _Views(Dataset):
 def _train(rank: int | None, world_size: int) -> dict:
     torch.manual_seed(0)
     model = CPC(**TINY, **PLAIN, optimizer="sgd", lr=0.05, warmup_epochs=0.0)
-    record: dict = {"losses": [], "grads": {}}
-
-    def keep_grads(optimizer) -> None:  # DDP has averaged the gradients by now
-        if not record["grads"]:
-            record["grads"] = {
-                n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
-            }
-
-    model.on_before_optimizer_step = keep_grads  # type: ignore[method-assign]
-    model.on_train_batch_end = (  # type: ignore[method-assign]
-        lambda outputs, batch, batch_idx: record["losses"].append(float(outputs["loss"]))
-    )
-    extra = {"devices": world_size, "strategy": "ddp"} if world_size > 1 else {}
-    trainer = quick_trainer(
-        max_steps=STEPS_DDP,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        precision="64-true",
-        **extra,
-    )
     batch = 2 * B if rank is None else B
     torch.manual_seed(1)  # the same images in every process
-    trainer.fit(model, train_dataloaders=DataLoader(_Views(rank), batch_size=batch))
-    record["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return record
+    loader = DataLoader(_Views(rank), batch_size=batch)
+    return fit_and_record(model, loader, world_size, max_steps=STEPS_DDP, precision="64-true")
 
 
 def _worker(rank: int, world_size: int) -> dict:

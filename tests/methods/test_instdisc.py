@@ -15,8 +15,7 @@ from lightning_ssl.callbacks.memory_bank import MemoryBankUpdater
 from lightning_ssl.losses import nce_loss
 from lightning_ssl.methods import InstDisc
 from lightning_ssl.nn.memory_bank import MemoryBank
-from tests.ddp_utils import lightning_env, run_distributed
-from tests.methods.helpers import quick_trainer
+from tests.ddp_utils import fit_and_record, lightning_env, run_distributed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,30 +124,9 @@ class _Indexed(Dataset):
 def _train(rank: int | None, world_size: int, options: dict) -> dict:
     torch.manual_seed(0)
     model = InstDisc(**{**TINY, **options})
-    record: dict = {"losses": [], "grads": {}}
-
-    def keep_grads(optimizer) -> None:  # DDP has averaged the gradients by now
-        if not record["grads"]:
-            record["grads"] = {
-                n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
-            }
-
-    model.on_before_optimizer_step = keep_grads  # type: ignore[method-assign]
-    batch_end = model.on_train_batch_end
-
-    def keep_loss(outputs, batch, batch_idx) -> None:
-        record["losses"].append(float(outputs["loss"]))
-        batch_end(outputs, batch, batch_idx)
-
-    model.on_train_batch_end = keep_loss  # type: ignore[method-assign]
-    extra = {"devices": world_size, "strategy": "ddp"} if world_size > 1 else {}
-    trainer = quick_trainer(
-        max_steps=STEPS, limit_val_batches=0, use_distributed_sampler=False, **extra
-    )
     batch = 2 * B if rank is None else B
-    trainer.fit(model, train_dataloaders=DataLoader(_Indexed(rank), batch_size=batch))
-    record["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return record
+    loader = DataLoader(_Indexed(rank), batch_size=batch)
+    return fit_and_record(model, loader, world_size, max_steps=STEPS)
 
 
 VARIANTS = {"nce": {}, "softmax_proximal": {"num_negatives": 0, "proximal_weight": 30.0}}
