@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_run import lightning_ssl_in_process
-from tests.resume_runs import REPO, STEPS, assert_bitwise_equal, cli_args, trained_state
+from tests.resume_runs import REPO, assert_bitwise_equal, fit_and_state, trained_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,11 +23,7 @@ SMALL = tuple(f"--model.init_args.{name}={value}" for name, value in TOWERS.item
 
 
 def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
-    resume = [f"--ckpt_path={ckpt}"] if ckpt else []
-    args = [*cli_args(data_dir, root, config=CONFIG, model_args=SMALL), *resume]
-    done = lightning_ssl_in_process(*args, cwd=root.parent, env={"WANDB_MODE": "disabled"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return trained_state(root / "checkpoints" / f"step={STEPS}.ckpt")
+    return fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=SMALL)
 
 
 def test_clip_resume_mid_epoch_is_bitwise_exact(cifar10_dir, tmp_path):

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_run import lightning_ssl_in_process
-from tests.resume_runs import REPO, STEPS, TRAIN, assert_bitwise_equal, cli_args, trained_state
+from tests.resume_runs import REPO, TRAIN, assert_bitwise_equal, fit_and_state, trained_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,11 +22,7 @@ NOISE = ("--model.init_args.num_negatives=32",)  # the bank has TRAIN rows, fewe
 
 
 def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
-    resume = [f"--ckpt_path={ckpt}"] if ckpt else []
-    args = [*cli_args(data_dir, root, config=CONFIG, model_args=NOISE), *resume]
-    done = lightning_ssl_in_process(*args, cwd=root.parent, env={"WANDB_MODE": "disabled"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return trained_state(root / "checkpoints" / f"step={STEPS}.ckpt")
+    return fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=NOISE)
 
 
 def test_instdisc_resume_mid_epoch_is_bitwise_exact(cifar10_dir, tmp_path):
