@@ -2,7 +2,8 @@
 
 ``benchmarks/run_protocol.py cpu --out benchmarks/results/cpu.md`` writes the full table of the
 runs (``lightning-ssl compare``); this script keeps README's shorter table (final values, a
-"learns" verdict: kNN top-1 against the ``untrained`` reference's) equal to it.
+"learns" verdict: kNN top-1 against the run's reference, its own ``untrained_<method>`` where the
+protocol has one, else ``untrained``, as ``run_protocol.reference_of`` decides) equal to it.
 
 Example::
 
@@ -13,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -51,9 +53,10 @@ COLUMNS = (
 )
 
 
+@functools.cache
 def _run_protocol() -> ModuleType:
-    """``benchmarks/run_protocol.py``: its ``LEARN_MARGIN`` and ``reference_of`` judge this
-    table's rows as they judge the runner's verdicts."""
+    """``benchmarks/run_protocol.py`` (loaded once): its ``LEARN_MARGIN`` and ``reference_of``
+    judge this table's rows as they judge the runner's verdicts."""
     spec = importlib.util.spec_from_file_location(
         "run_protocol", Path(__file__).with_name("run_protocol.py")
     )
