@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lightning_ssl.cli import run_cli
+from tests.cli_run import lightning_ssl_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "simclr" / "cifar10.yaml"
@@ -108,6 +109,19 @@ def fit_and_state(
     fit(cli_args(data_dir, root, WORKERS, *extra, *resume, **options), root)
     steps = options.get("epochs", EPOCHS) * TRAIN // BATCH
     return trained_state(root / "checkpoints" / f"step={steps}.ckpt")
+
+
+def console_fit_and_state(
+    data_dir: Path, root: Path, ckpt: Path | None = None, **options: Any
+) -> dict[str, Any]:
+    """:func:`fit_and_state` through the console script's ``main`` (what ``lightning-ssl fit``
+    runs, :func:`tests.cli_run.lightning_ssl_in_process`) rather than :func:`fit`'s
+    ``run_cli``."""
+    resume = [f"--ckpt_path={ckpt}"] if ckpt else []
+    args = [*cli_args(data_dir, root, **options), *resume]
+    done = lightning_ssl_in_process(*args, cwd=root.parent, env={"WANDB_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return trained_state(root / "checkpoints" / f"step={STEPS}.ckpt")
 
 
 def trained_state(checkpoint: Path) -> dict[str, Any]:

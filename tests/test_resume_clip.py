@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.resume_runs import REPO, assert_bitwise_equal, fit_and_state, trained_state
+from tests.resume_runs import REPO, assert_bitwise_equal, console_fit_and_state, trained_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +23,7 @@ SMALL = tuple(f"--model.init_args.{name}={value}" for name, value in TOWERS.item
 
 
 def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
-    return fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=SMALL)
+    return console_fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=SMALL)
 
 
 def test_clip_resume_mid_epoch_is_bitwise_exact(cifar10_dir, tmp_path):

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.resume_runs import REPO, TRAIN, assert_bitwise_equal, fit_and_state, trained_state
+from tests.resume_runs import (
+    REPO,
+    TRAIN,
+    assert_bitwise_equal,
+    console_fit_and_state,
+    trained_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,7 +28,7 @@ NOISE = ("--model.init_args.num_negatives=32",)  # the bank has TRAIN rows, fewe
 
 
 def _fit(data_dir: Path, root: Path, ckpt: Path | None = None) -> dict:
-    return fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=NOISE)
+    return console_fit_and_state(data_dir, root, ckpt=ckpt, config=CONFIG, model_args=NOISE)
 
 
 def test_instdisc_resume_mid_epoch_is_bitwise_exact(cifar10_dir, tmp_path):
