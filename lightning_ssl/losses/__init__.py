@@ -31,7 +31,12 @@ from lightning_ssl.losses.similarity import (
 )
 from lightning_ssl.losses.swav import sinkhorn_knopp, swav_loss
 from lightning_ssl.losses.tiled import tiled_info_nce_loss, tiled_logsumexp, tiled_nt_xent_loss
-from lightning_ssl.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
+from lightning_ssl.losses.vicreg import (
+    VICRegTerms,
+    variance_covariance,
+    vicreg_loss,
+    vicreg_terms,
+)
 
 __all__ = [
     "VICRegTerms",
@@ -62,6 +67,7 @@ __all__ = [
     "tiled_nt_xent_loss",
     "update_dino_center",
     "update_patch_center",
+    "variance_covariance",
     "vicreg_loss",
     "vicreg_terms",
 ]

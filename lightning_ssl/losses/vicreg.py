@@ -81,6 +81,32 @@ def vicreg_terms(
     return VICRegTerms(loss, invariance, variance, covariance)
 
 
+@float32
+def variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """VICReg's variance and covariance terms of one set of embeddings (eq. 1 and 4), without
+    the invariance term: the regulariser C-JEPA (Mo & Tong, 2024) adds to I-JEPA.
+
+    With ``Z`` the embeddings gathered from all processes (``N`` rows, with gradients)::
+
+        variance   = mean_d relu(1 - sqrt(Var_b Z[:, d] + eps))
+        covariance = sum_{i != j} Cov(Z)_ij^2 / D
+
+    Args:
+        z: ``(B, D)`` embeddings (this process's rows).
+        eps: added to the variance before the square root.
+
+    Returns:
+        ``(variance, covariance)``, float32 scalars.
+
+    Examples:
+        >>> variance, covariance = variance_covariance(torch.zeros(8, 4))
+        >>> round(float(variance), 2), float(covariance)  # collapsed: the largest penalty
+        (0.99, 0.0)
+    """
+    z = distributed.gather(z)
+    return 2 * _variance(z, eps), _covariance(z)
+
+
 def vicreg_loss(
     z_a: Tensor,
     z_b: Tensor,

@@ -16,6 +16,7 @@ from lightning_ssl.data.masking import (
     multiblock_masks,
 )
 from lightning_ssl.losses.ijepa import IJEPALossName, ijepa_loss
+from lightning_ssl.losses.vicreg import variance_covariance
 from lightning_ssl.methods.base import Batch, SSLMethod
 from lightning_ssl.methods.batch_seed import batch_generator
 from lightning_ssl.methods.single_view import require_one_view
@@ -78,6 +79,12 @@ class IJEPA(SSLMethod):
         backbone_kwargs: the ViT's options; ``None``: :data:`OFFICIAL_VIT`. Others must keep
             ``global_pool: avg`` and ``fc_norm: false``.
         ijepa_init: re-initialize the encoder as the official (truncated normal 0.02).
+        variance_weight: weight of VICReg's variance term on the context encoder's tokens,
+            averaged per image, over the global batch; 0 (official I-JEPA) leaves it out. With
+            ``covariance_weight`` it is C-JEPA's regulariser (Mo & Tong, 2024, without the
+            invariance term, which needs two views): against the collapse in which every token
+            becomes its position's mean, the same for every image.
+        covariance_weight: weight of VICReg's covariance term on the same averages (0: none).
         **kwargs: backbone, optimizer, schedule and data arguments of :class:`SSLMethod`.
 
     Examples:
@@ -109,6 +116,8 @@ class IJEPA(SSLMethod):
         warmup_start_ratio: float = 0.2,
         sincos_pos_embed: bool = True,
         ijepa_init: bool = True,
+        variance_weight: float = 0.0,
+        covariance_weight: float = 0.0,
         backbone: str = "vit_huge_patch14_224",
         optimizer: OptimizerName = "adamw",
         lr: float = 0.001,
@@ -166,7 +175,19 @@ class IJEPA(SSLMethod):
             targets = gather_tokens(h, target_ids.flatten(1)).view(*target_ids.shape, -1)
         z = context_tokens(self.backbone.model, images, context_ids)
         pred = self.predictor(z, context_ids, target_ids, grid)
-        return ijepa_loss(pred, targets, self.hparams.loss), pred, h.mean(1)
+        loss = ijepa_loss(pred, targets, self.hparams.loss) + self.regulariser(z)
+        return loss, pred, h.mean(1)
+
+    def regulariser(self, context: Tensor) -> Tensor | float:
+        """C-JEPA's variance and covariance terms of the context tokens averaged per image
+        (0 with both weights 0, as the official I-JEPA)."""
+        hp = self.hparams
+        if not (hp.variance_weight or hp.covariance_weight):
+            return 0.0
+        variance, covariance = variance_covariance(context.mean(1))
+        if self._trainer is not None:  # predict_targets also runs outside a fit
+            self.log_dict({"train/variance": variance, "train/covariance": covariance})
+        return hp.variance_weight * variance + hp.covariance_weight * covariance
 
     def draw_masks(
         self, batch: int, grid: tuple[int, int], generator: torch.Generator

@@ -24,6 +24,7 @@ from lightning_ssl.losses import (
     sinkhorn_knopp,
     swav_loss,
     update_dino_center,
+    variance_covariance,
     vicreg_loss,
     vicreg_terms,
 )
@@ -92,8 +93,9 @@ CASES = {
     "vicreg": lambda x: vicreg_loss(x["z_a"], x["z_b"]),
     "swav": _swav,
     "dino": lambda x: dino_loss(x["student"], x["teacher"], x["center"]),
+    "variance_covariance": lambda x: sum(variance_covariance(x["z_a"])),
 }
-GLOBAL = {"barlow_twins"}  # the same global loss on every rank
+GLOBAL = {"barlow_twins", "variance_covariance"}  # the same global loss on every rank
 
 
 def _compute(rows: slice) -> dict:

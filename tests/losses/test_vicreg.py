@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_ssl.losses import VICRegTerms, vicreg_loss, vicreg_terms
+from lightning_ssl.losses import VICRegTerms, variance_covariance, vicreg_loss, vicreg_terms
 
 
 def _loop(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-4) -> tuple[float, float, float]:
@@ -104,3 +104,19 @@ def test_terms_limits():
     collapsed = vicreg_terms(torch.ones(8, 4), torch.ones(8, 4))
     assert collapsed.variance.item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6)
     assert collapsed.covariance.item() == 0.0
+
+
+def test_variance_covariance_of_one_view_matches_loop():
+    """C-JEPA's regulariser: the paper's variance and covariance terms of a single view (the
+    loop of two identical views counts each term twice)."""
+    z, _ = _inputs(3)
+    _, variance, covariance = _loop(z, z)
+    got = variance_covariance(z)
+    assert got[0].item() == pytest.approx(variance, rel=1e-5)
+    assert got[1].item() == pytest.approx(covariance / 2, rel=1e-5)
+
+
+def test_variance_covariance_penalises_a_collapsed_batch_most():
+    spread, collapsed = torch.randn(64, 8) * 2, torch.ones(64, 8)
+    assert variance_covariance(spread)[0].item() == 0.0  # every std above 1: hinge off
+    assert variance_covariance(collapsed)[0].item() == pytest.approx(1 - 1e-2, rel=1e-6)

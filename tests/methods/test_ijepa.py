@@ -2,10 +2,13 @@
 official schedules (LR from ``start_lr``, cosine weight decay, linear EMA momentum), the fixed
 position embedding against the official numpy code, bf16, and exact resume through the CLI.
 
-I-JEPA has no cross-process piece: the loss is a mean over the local batch's target patches,
-equally many per sample (one block size per batch), so DDP's gradient average is the global
-batch's gradient; there is no 2-process test to write. The masks are drawn per process from a
-generator seeded by (seed, rank, batch number), as MAE's.
+I-JEPA's own loss has no cross-process piece: it is a mean over the local batch's target
+patches, equally many per sample (one block size per batch), so DDP's gradient average is the
+global batch's gradient. The optional C-JEPA regulariser (``variance_weight``,
+``covariance_weight``) is global: its gather is proven against one process in
+tests/losses/test_losses_ddp.py (``variance_covariance``); here, that the method adds it to the
+official loss and nothing else. A whole-method 2-process test cannot compare against one process:
+the masks are drawn per process from a generator seeded by (seed, rank, batch number), as MAE's.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import torch
 
 from lightning_ssl.callbacks import EMA
 from lightning_ssl.data.masking import multiblock_masks
+from lightning_ssl.losses import variance_covariance
 from lightning_ssl.methods import IJEPA
 from lightning_ssl.methods.ijepa import OFFICIAL_VIT
-from lightning_ssl.nn.ijepa import IJEPAPredictor, sincos_patch_embedding
+from lightning_ssl.nn.ijepa import IJEPAPredictor, context_tokens, sincos_patch_embedding
 from tests.methods.helpers import SyntheticViews, quick_trainer
 from tests.resume_runs import STEPS, assert_bitwise_equal, fit_and_state
 
@@ -147,6 +151,21 @@ def test_bf16_step_is_finite_and_loss_is_float32():
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert not any(p.grad is not None for p in model.teacher.parameters())
+
+
+def test_the_c_jepa_regulariser_adds_vicregs_terms_of_the_context_averaged_per_image():
+    images = torch.randn(6, 3, 32, 32)
+    losses = {}
+    for weights in ((0.0, 0.0), (2.0, 0.5)):
+        torch.manual_seed(0)  # the same initial weights for both
+        model = IJEPA(**TINY, variance_weight=weights[0], covariance_weight=weights[1])
+        losses[weights], *_ = model.predict_targets(images, torch.Generator().manual_seed(1))
+    context_ids, _ = model.draw_masks(6, (8, 8), torch.Generator().manual_seed(1))
+    context = context_tokens(model.backbone.model, images, context_ids)  # (B, K, D)
+    variance, covariance = variance_covariance(context.mean(1))
+    expected = losses[0.0, 0.0] + 2.0 * variance + 0.5 * covariance
+    torch.testing.assert_close(losses[2.0, 0.5], expected)
+    assert variance > 0.5  # a random ViT's averaged tokens vary little across images
 
 
 def test_a_vit_without_averaged_normed_tokens_is_refused_with_the_fix_named():
