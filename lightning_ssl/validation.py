@@ -123,6 +123,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "cls_weight",
             "patch_weight",
             "koleo_weight",
+            "variance_weight",
+            "covariance_weight",
         ),
         _NON_NEGATIVE,
     ),

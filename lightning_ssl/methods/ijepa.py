@@ -129,11 +129,6 @@ class IJEPA(SSLMethod):
         **kwargs: Any,
     ) -> None:
         _check_ranges(target_scale, target_aspect, context_scale, loss)
-        if variance_weight < 0 or covariance_weight < 0:
-            raise InvalidValueError(
-                "IJEPA: variance_weight and covariance_weight must be >= 0 (0 leaves C-JEPA's "
-                f"regulariser out), got {variance_weight} and {covariance_weight}"
-            )
         kwargs |= dict(optimizer=optimizer, lr=lr, lr_scaling=lr_scaling, weight_decay=weight_decay)
         if kwargs.get("backbone_kwargs") is None:
             kwargs["backbone_kwargs"] = dict(OFFICIAL_VIT)
