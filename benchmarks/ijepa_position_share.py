@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ import yaml
 
 from lightning_ssl.checkpoint import check_checkpoint_method, load_checkpoint
 from lightning_ssl.data import CIFAR10DataModule
+from lightning_ssl.eval.registry import rebuild
 from lightning_ssl.methods import IJEPA
 from lightning_ssl.nn.ijepa import patch_tokens
 
@@ -49,6 +51,13 @@ def position_share(tokens: torch.Tensor) -> float:
         1.0
     """
     return float(tokens.mean(0).pow(2).mean() / tokens.pow(2).mean())
+
+
+def token_share(vit: torch.nn.Module, images: torch.Tensor) -> float:
+    """The position share of ``vit``'s layer-normed patch tokens (I-JEPA's targets)."""
+    with torch.no_grad():
+        tokens = patch_tokens(vit, images)
+    return position_share(F.layer_norm(tokens, tokens.shape[-1:]))
 
 
 def target_share(config: Path, images: torch.Tensor, ijepa_init: bool) -> tuple[float, float]:
@@ -66,25 +75,19 @@ def target_share(config: Path, images: torch.Tensor, ijepa_init: bool) -> tuple[
     )
     vit = model.backbone.model
     with torch.no_grad():
-        targets = patch_tokens(vit, images)
-        targets = F.layer_norm(targets, targets.shape[-1:])
         ratio = float(vit.patch_embed(images).std() / vit.pos_embed.std())
-    return position_share(targets), ratio
+    return token_share(vit, images), ratio
 
 
-def trained_shares(checkpoint: Path, images: torch.Tensor) -> dict[str, float]:
-    """The position share of a trained run's target-encoder and context-encoder tokens."""
-    state = load_checkpoint(checkpoint)
-    check_checkpoint_method(state, "IJEPA")
-    kwargs = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
-    model = IJEPA(**kwargs)
-    model.load_state_dict(state["state_dict"], strict=False)  # the online probe is not IJEPA's
-    shares = {}
-    for name, encoder in (("target", model.teacher.model), ("context", model.backbone.model)):
-        with torch.no_grad():
-            tokens = patch_tokens(encoder, images)
-        shares[name] = position_share(F.layer_norm(tokens, tokens.shape[-1:]))
-    return shares
+def trained_shares(checkpoint: dict[str, Any], images: torch.Tensor) -> dict[str, float]:
+    """The position share of a trained run's target-encoder and context-encoder tokens, from
+    its loaded checkpoint (:func:`lightning_ssl.checkpoint.load_checkpoint`)."""
+    check_checkpoint_method(checkpoint, "IJEPA")
+    model = rebuild(checkpoint, IJEPA)
+    return {
+        "target": token_share(model.teacher.model, images),
+        "context": token_share(model.backbone.model, images),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| checkpoint | epochs | target encoder's share | context encoder's share |")
         print("|---|---|---|---|")
         for path in args.checkpoint:
-            shares = trained_shares(path, images)
-            epochs = load_checkpoint(path)["epoch"] + 1
+            checkpoint = load_checkpoint(path)
+            shares, epochs = trained_shares(checkpoint, images), checkpoint["epoch"] + 1
             print(f"| {path} | {epochs} | {shares['target']:.3f} | {shares['context']:.3f} |")
         return 0
     print("| config | init | position share of the targets | patch / position embedding std |")

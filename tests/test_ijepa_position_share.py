@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_ssl.checkpoint import load_checkpoint
 from lightning_ssl.methods import IJEPA
 from lightning_ssl.nn.ijepa import patch_tokens
 from tests.methods.test_ijepa import TINY
@@ -31,7 +32,7 @@ def test_a_target_encoder_blind_to_content_is_all_position(tmp_path):
     state = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
     torch.save({**state, "lightning_ssl_method": "IJEPA", "epoch": 0}, path)
     images = torch.rand(16, 3, 32, 32)
-    shares = position_share.trained_shares(path, images)
+    shares = position_share.trained_shares(load_checkpoint(path), images)
     assert shares["target"] == pytest.approx(1.0, abs=1e-6)
     with torch.no_grad():  # the context encoder, read back from the file, still sees the pixels
         tokens = patch_tokens(model.backbone.model, images)

@@ -23,7 +23,7 @@ class VICRegTerms(NamedTuple):
 
 def _variance(z: Tensor, eps: float) -> Tensor:
     std = torch.sqrt(z.var(dim=0) + eps)
-    return F.relu(1 - std).mean() / 2
+    return F.relu(1 - std).mean()
 
 
 def _covariance(z: Tensor) -> Tensor:
@@ -75,7 +75,7 @@ def vicreg_terms(
     """
     invariance = F.mse_loss(z_a, z_b)
     z_a, z_b = distributed.gather(z_a), distributed.gather(z_b)
-    variance = _variance(z_a, eps) + _variance(z_b, eps)
+    variance = (_variance(z_a, eps) + _variance(z_b, eps)) / 2
     covariance = _covariance(z_a) + _covariance(z_b)
     loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
     return VICRegTerms(loss, invariance, variance, covariance)
@@ -104,7 +104,7 @@ def variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
         (0.99, 0.0)
     """
     z = distributed.gather(z)
-    return 2 * _variance(z, eps), _covariance(z)
+    return _variance(z, eps), _covariance(z)
 
 
 def vicreg_loss(

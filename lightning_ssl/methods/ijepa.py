@@ -91,10 +91,12 @@ class IJEPA(SSLMethod):
         >>> ijepa = IJEPA(backbone="vit_tiny_patch16_224", image_size=32, predictor_dim=48,
         ...     predictor_depth=1, backbone_kwargs={"patch_size": 4, "depth": 1, **OFFICIAL_VIT},
         ...     min_keep=4)
-        >>> loss, pred, features = ijepa.predict_targets(torch.randn(2, 3, 32, 32),
+        >>> loss, pred, features, terms = ijepa.predict_targets(torch.randn(2, 3, 32, 32),
         ...     torch.Generator().manual_seed(0))
         >>> pred.shape[:2], features.shape  # 4 blocks of the 8 x 8 grid per image
         (torch.Size([2, 4]), torch.Size([2, 192]))
+        >>> terms  # the C-JEPA regulariser's, logged beside the loss when it is on
+        {}
     """
 
     min_global_crops = 1
@@ -159,14 +161,15 @@ class IJEPA(SSLMethod):
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         (images, *_), _ = batch
-        loss, pred, features = self.predict_targets(images, self.mask_generator(images))
-        return self.step_output(loss, [features], embeddings=pred.detach().flatten(1, 2).mean(1))
+        loss, pred, features, terms = self.predict_targets(images, self.mask_generator(images))
+        embeddings = pred.detach().flatten(1, 2).mean(1)
+        return self.step_output(loss, [features], embeddings=embeddings, **terms)
 
     def predict_targets(
         self, images: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Mask, encode the context, predict the targets: ``(loss, predictions (B, M, T, D),
-        the target encoder's averaged patch tokens (B, D))``."""
+        the target encoder's averaged patch tokens (B, D), the regulariser's terms to log)``."""
         p = self.patch_size
         grid = (images.shape[-2] // p, images.shape[-1] // p)
         context_ids, target_ids = self.draw_masks(len(images), grid, generator)
@@ -175,19 +178,18 @@ class IJEPA(SSLMethod):
             targets = gather_tokens(h, target_ids.flatten(1)).view(*target_ids.shape, -1)
         z = context_tokens(self.backbone.model, images, context_ids)
         pred = self.predictor(z, context_ids, target_ids, grid)
-        loss = ijepa_loss(pred, targets, self.hparams.loss) + self.regulariser(z)
-        return loss, pred, h.mean(1)
+        regulariser, terms = self.regulariser(z)
+        return ijepa_loss(pred, targets, self.hparams.loss) + regulariser, pred, h.mean(1), terms
 
-    def regulariser(self, context: Tensor) -> Tensor | float:
-        """C-JEPA's variance and covariance terms of the context tokens averaged per image
-        (0 with both weights 0, as the official I-JEPA)."""
+    def regulariser(self, context: Tensor) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """C-JEPA's weighted variance and covariance terms of the context tokens averaged per
+        image, and the unweighted terms; ``(0, {})`` with both weights 0 (official I-JEPA)."""
         hp = self.hparams
         if not (hp.variance_weight or hp.covariance_weight):
-            return 0.0
+            return 0.0, {}
         variance, covariance = variance_covariance(context.mean(1))
-        if self._trainer is not None:  # predict_targets also runs outside a fit
-            self.log_dict({"train/variance": variance, "train/covariance": covariance})
-        return hp.variance_weight * variance + hp.covariance_weight * covariance
+        weighted = hp.variance_weight * variance + hp.covariance_weight * covariance
+        return weighted, {"variance": variance, "covariance": covariance}
 
     def draw_masks(
         self, batch: int, grid: tuple[int, int], generator: torch.Generator

@@ -86,8 +86,8 @@ def test_the_context_encoder_sees_only_context_patches():
     context, _ = model.draw_masks(3, (8, 8), torch.Generator().manual_seed(3))
     seen = torch.zeros(3, 64, dtype=torch.bool).scatter_(1, context, True)
     outside = (~seen).view(3, 1, 8, 1, 8, 1).expand(3, 3, 8, 4, 8, 4).reshape(3, 3, 32, 32)
-    _, pred, features = model.predict_targets(images, torch.Generator().manual_seed(3))
-    _, pred2, features2 = model.predict_targets(
+    _, pred, features, _ = model.predict_targets(images, torch.Generator().manual_seed(3))
+    _, pred2, features2, _ = model.predict_targets(
         images + 3 * outside, torch.Generator().manual_seed(3)
     )
     torch.testing.assert_close(pred2, pred, rtol=0, atol=1e-12)
